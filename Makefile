@@ -1,0 +1,33 @@
+# `make test` and `make reproduce` install everything they need into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+JOBS ?= 2
+
+.PHONY: install test reproduce quick bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first, so the project's range pulls no CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,compare]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(JOBS) tests
+
+reproduce: $(STAMP)
+	$(VENV)/bin/gammalimit reproduce
+
+quick: $(STAMP)
+	$(VENV)/bin/gammalimit reproduce --quick --out /tmp/gammalimit-quick
+
+bench: $(STAMP)
+	$(PY) studies/bench_loss.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

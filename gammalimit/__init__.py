@@ -1,0 +1,20 @@
+"""gammalimit: the isometry/flatness pair loss ``L_delta`` for encoders, and its Gamma-limit.
+
+See THEORY.md (shared with the project) for every quantity. Public API::
+
+    from gammalimit import Circle, Sphere, FlatTorus, SwissRoll, ClosedCurve
+    from gammalimit import sample_pairs, discrete_loss
+"""
+
+import torch as _torch
+
+from .loss import LossEstimate, PairTerms, discrete_loss, pair_terms
+from .manifolds import Circle, ClosedCurve, FlatTorus, Sphere, SwissRoll
+from .sampling import STRATEGIES, PairSample, sample_pairs
+
+__all__ = [
+    "Circle", "Sphere", "FlatTorus", "SwissRoll", "ClosedCurve",
+    "sample_pairs", "discrete_loss", "pair_terms",
+    "PairSample", "PairTerms", "LossEstimate", "STRATEGIES",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,114 @@
+"""Command line: ``gammalimit {loss, ...}``. Parses arguments, calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from . import embeddings
+from .loss import discrete_loss
+from .manifolds import Circle, ClosedCurve, FlatTorus, Sphere, SwissRoll
+from .sampling import STRATEGIES
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"values must be finite, got {text!r}")
+    return values
+
+
+MANIFOLDS = {
+    "circle": lambda a: Circle(a.radius[0]),
+    "sphere": lambda a: Sphere(a.radius[0]),
+    "torus": lambda a: FlatTorus(a.radius * 2 if len(a.radius) == 1 else a.radius),
+    "swissroll": lambda a: SwissRoll(),
+    "ellipse": lambda a: ClosedCurve.ellipse(2.0, 1.0),
+    "trefoil": lambda a: ClosedCurve.trefoil(),
+}
+
+
+def make_manifold(args):
+    return MANIFOLDS[args.manifold](args)
+
+
+def _encoder(manifold, scale):
+    if isinstance(manifold, (Circle, Sphere, FlatTorus)):
+        return embeddings.scaled_identity(manifold, scale)
+    if len(scale) != 1:
+        raise ValueError(f"{manifold!r} takes one scale, got {scale}")
+    return embeddings.ScaledIdentity(scale[0])
+
+
+def _add_manifold_args(p):
+    p.add_argument("--manifold", choices=sorted(MANIFOLDS), default="sphere")
+    p.add_argument("--radius", type=_floats, default=(1.0,),
+                   help="radius (circle, sphere) or R1,R2 (torus); default 1")
+    p.add_argument("--scale", type=_floats, default=(1.0,),
+                   help="phi = scale * id; 'a1,a2' on the torus (default 1)")
+    p.add_argument("--lam", type=float, default=1.0, help="bending weight lam >= 0 (default 1)")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="shell")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_loss(args) -> dict:
+    manifold = make_manifold(args)
+    phi = _encoder(manifold, args.scale)
+    est = discrete_loss(phi, manifold, delta=args.delta, lam=args.lam, n=args.n, strategy=args.strategy,
+                        antithetic=args.antithetic, qmc=args.qmc, seed=args.seed)
+    out = {"manifold": repr(manifold), "scale": list(args.scale), **est.to_dict()}
+    if isinstance(manifold, (Circle, Sphere, FlatTorus)):
+        exact = embeddings.exact_discrete_loss(manifold, args.scale, delta=args.delta, lam=args.lam,
+                                               strategy=args.strategy)
+        limit = embeddings.exact_continuum_loss(manifold, args.scale, lam=args.lam, strategy=args.strategy)
+        out["L_delta_exact"] = exact.to_dict()
+        out["L_exact"] = limit.to_dict()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gammalimit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("loss", help="Monte Carlo estimate of L_delta for phi = scale * id")
+    _add_manifold_args(p)
+    p.add_argument("--delta", type=float, required=True, help="pair scale, 0 < delta < injectivity radius")
+    p.add_argument("--n", type=int, default=100_000, help="number of pairs (default 1e5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--antithetic", action="store_true", help="pair v with -v")
+    p.add_argument("--qmc", action="store_true", help="scrambled Sobol points")
+    p.set_defaults(func=cmd_loss)
+    return parser
+
+
+def _print_human(result: dict) -> None:
+    for key, value in result.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v:.12g}" for k, v in value.items())
+        elif isinstance(value, float):
+            value = f"{value:.12g}"
+        print(f"{key:>18}: {value}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except (ValueError, TypeError) as err:
+        print(f"gammalimit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    if result is not None:
+        if getattr(args, "json", False):
+            print(json.dumps(result))
+        else:
+            _print_human(result)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""Data manifolds with exact distance and Riemannian average (THEORY.md section 1)."""
+
+from .base import Chart, Manifold
+from .circle import Circle
+from .closed_curve import ClosedCurve
+from .sphere import Sphere
+from .swiss_roll import SwissRoll
+from .torus import FlatTorus
+
+__all__ = ["Chart", "Manifold", "Circle", "Sphere", "FlatTorus", "SwissRoll", "ClosedCurve"]

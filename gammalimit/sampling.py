@@ -1,0 +1,309 @@
+"""Pair sampling strategies at scale ``delta`` (THEORY.md section 2).
+
+A strategy draws ``x ~ mu``, a direction ``v`` uniform on the unit sphere of
+``(T_x M, g)``, a radius factor ``r`` from its radial law, and sets
+``y = exp_x(delta r v)`` and ``av(x, y) = exp_x(delta r v / 2)``, so that
+``d(x, y) = delta r`` exactly.
+
+Randomness comes in fixed blocks: block ``b`` of a run with seed ``s`` is
+drawn from its own generator seeded by ``(s, b)``, so results do not depend
+on how the consumer chunks its work, and the same seed gives the same pairs
+bit for bit. With the same seed, every ``delta`` of a sweep sees the same
+``(x, v, r)`` (common random numbers), except where boundary rejection
+(manifolds with ``has_boundary``) redraws a pair.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from scipy.stats import qmc as scipy_qmc
+
+from .manifolds.base import DTYPE, check_count, tangent_cube_dim, unit_vector_from_cube
+
+# --------------------------------------------------------------------------
+# strategies
+
+
+@dataclass(frozen=True)
+class Shell:
+    """All pairs at distance exactly ``delta``: ``r = 1``, ``kappa = 1``."""
+
+    name: str = "shell"
+    cube_dim: int = 0
+
+    def radius(self, u: torch.Tensor, m: int) -> torch.Tensor:
+        return torch.ones(u.shape[0], dtype=u.dtype)
+
+    def kappa(self, m: int) -> float:
+        """``E[r^4]``."""
+        return 1.0
+
+
+@dataclass(frozen=True)
+class Ball:
+    """``y`` uniform in the normal-coordinate ball of radius ``delta``:
+    density ``m r^(m-1)`` on ``(0, 1]``, ``kappa = m/(m+4)``."""
+
+    name: str = "ball"
+    cube_dim: int = 1
+
+    def radius(self, u: torch.Tensor, m: int) -> torch.Tensor:
+        # inverse CDF of m r^(m-1); 1 - u keeps r in (0, 1] for u in [0, 1)
+        return (1 - u[:, 0]) ** (1.0 / m)
+
+    def kappa(self, m: int) -> float:
+        return m / (m + 4)
+
+
+STRATEGIES = {s.name: s for s in (Shell(), Ball())}
+
+
+def get_strategy(strategy):
+    """Look up a strategy by name (or pass a strategy object through)."""
+    if isinstance(strategy, str):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; allowed: {sorted(STRATEGIES)}")
+        return STRATEGIES[strategy]
+    if all(hasattr(strategy, a) for a in ("name", "cube_dim", "radius", "kappa")):
+        return strategy
+    raise TypeError(f"strategy must be a name in {sorted(STRATEGIES)} or a strategy object, got {strategy!r}")
+
+
+# --------------------------------------------------------------------------
+# pairs
+
+
+@dataclass
+class PairSample:
+    """A batch of pairs at scale ``delta``.
+
+    Attributes
+    ----------
+    x, y, midpoint : tensor, shape=[k, ambient_dim]
+        End points and their Riemannian average ``av(x, y)``.
+    dist : tensor, shape=[k]
+        ``d(x, y) = delta r``.
+    v : tensor, shape=[k, ambient_dim]
+        The unit tangent direction at ``x`` that produced ``y``.
+    r : tensor, shape=[k]
+        Radius factor in ``(0, 1]``.
+    delta : float
+    antithetic : bool
+        If true, ``k`` is even and pair ``i + k/2`` is pair ``i`` with ``-v``.
+    replicate : tensor of int, shape=[k]
+        QMC replicate index of each pair (all zero for plain MC).
+    n_rejected : int
+        Pairs redrawn because they left a manifold with boundary.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    midpoint: torch.Tensor
+    dist: torch.Tensor
+    v: torch.Tensor
+    r: torch.Tensor
+    delta: float
+    antithetic: bool = False
+    replicate: torch.Tensor | None = None
+    n_rejected: int = 0
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @staticmethod
+    def concat(parts: list["PairSample"]) -> "PairSample":
+        """Join batches; antithetic batches keep the layout ``[all +v; all -v]``."""
+        if len(parts) == 1:
+            return parts[0]
+        anti = parts[0].antithetic
+        names = ("x", "y", "midpoint", "dist", "v", "r", "replicate")
+        fields = []
+        for name in names:
+            pieces = [getattr(p, name) for p in parts]
+            if anti:
+                pieces = [t[: t.shape[0] // 2] for t in pieces] + [t[t.shape[0] // 2 :] for t in pieces]
+            fields.append(torch.cat(pieces))
+        x, y, mid, dist, v, r, rep = fields
+        return PairSample(x, y, mid, dist, v, r, parts[0].delta, anti, rep, sum(p.n_rejected for p in parts))
+
+
+def check_delta(manifold, delta) -> float:
+    """Validate the scale: finite, > 0 and below the injectivity radius."""
+    try:
+        delta = float(delta)
+    except (TypeError, ValueError):
+        raise TypeError(f"delta must be a real number, got {delta!r}") from None
+    if not math.isfinite(delta) or delta <= 0:
+        raise ValueError(f"delta must be finite and > 0, got {delta!r}")
+    if delta >= manifold.injectivity_radius:
+        raise ValueError(
+            f"delta={delta} must be below the injectivity radius {manifold.injectivity_radius:.6g} of {manifold!r}"
+        )
+    return delta
+
+
+def block_size(manifold) -> int:
+    """Pairs per randomness block: a power of two, about 4M ambient floats."""
+    target = max(256, min(1 << 15, (1 << 22) // max(1, manifold.ambient_dim)))
+    return 1 << int(math.log2(target))
+
+
+def _block_generator(seed: int, block: int) -> torch.Generator:
+    state = np.random.SeedSequence([int(seed), int(block)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class _CubeSource:
+    """Uniform points of ``[0,1)^d``: plain pseudo-random blocks, or a
+    scrambled Sobol sequence (one per QMC replicate)."""
+
+    def __init__(self, dim: int, seed: int, qmc: bool, replicate: int = 0):
+        self.dim, self.seed, self.qmc = dim, seed, qmc
+        self.block = 0
+        if qmc:
+            ss = np.random.SeedSequence([int(seed), 7919, int(replicate)])
+            self._sobol = scipy_qmc.Sobol(d=dim, scramble=True, seed=np.random.default_rng(ss))
+
+    def draw(self, k: int) -> torch.Tensor:
+        if self.qmc:
+            with warnings.catch_warnings():
+                # balance is checked once, on the total n, by the caller
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.from_numpy(self._sobol.random(k))
+        g = _block_generator(self.seed, self.block)
+        self.block += 1
+        return torch.rand(k, self.dim, generator=g, dtype=DTYPE)
+
+
+def _pairs_from_cube(manifold, strategy, delta, u, antithetic):
+    m = manifold.dim
+    tc = tangent_cube_dim(m)
+    x = manifold.point_from_cube(u[:, :m])
+    c = unit_vector_from_cube(u[:, m : m + tc], m)
+    r = strategy.radius(u[:, m + tc :], m)
+    if antithetic:
+        x, c, r = torch.cat([x, x]), torch.cat([c, -c]), torch.cat([r, r])
+    v = torch.einsum("kni,ki->kn", manifold.tangent_frame(x), c)
+    step = (delta * r)[:, None] * v
+    y = manifold.exp(x, step)
+    mid = manifold.exp(x, 0.5 * step)
+    return x, y, mid, delta * r, v, r
+
+
+def _accepted(manifold, y, antithetic):
+    if not manifold.has_boundary:
+        return None
+    ok = manifold.contains(y)
+    if antithetic:
+        h = ok.shape[0] // 2
+        ok = ok[:h] & ok[h:]
+    return ok
+
+
+def _halves(fields, antithetic):
+    """Split pair fields into the ``+v`` and ``-v`` halves (one half if not antithetic)."""
+    if not antithetic:
+        return [fields]
+    h = fields[0].shape[0] // 2
+    return [[f[:h] for f in fields], [f[h:] for f in fields]]
+
+
+def _draw_block(manifold, strategy, delta, source, k, antithetic, replicate):
+    """``k`` sampling units (``2k`` pairs if antithetic), redrawing units whose
+    pairs leave a manifold with boundary."""
+    kept, have, rejected = [], 0, 0
+    while have < k:
+        u = source.draw(k - have)
+        fields = _pairs_from_cube(manifold, strategy, delta, u, antithetic)
+        parts = _halves(fields, antithetic)
+        ok = _accepted(manifold, fields[1], antithetic)
+        if ok is not None:
+            rejected += int((~ok).sum())
+            parts = [[f[ok] for f in half] for half in parts]
+        kept.append(parts)
+        have += parts[0][0].shape[0]
+        if len(kept) > 1000:
+            raise RuntimeError(f"could not draw {k} pairs inside {manifold!r} at delta={delta}")
+    # all +v halves first, then all -v halves: pair i + k pairs with pair i
+    x, y, mid, dist, v, r = (
+        torch.cat([part[h][i] for h in range(len(kept[0])) for part in kept]) for i in range(6)
+    )
+    rep = torch.full((x.shape[0],), replicate, dtype=torch.long)
+    return PairSample(x, y, mid, dist, v, r, delta, antithetic, rep, rejected)
+
+
+def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
+               qmc: bool = False, seed: int = 0, qmc_replicates: int = 8) -> Iterator[PairSample]:
+    """Stream ``n`` pairs in blocks of :func:`block_size` pairs.
+
+    Parameters are those of :func:`sample_pairs`. With ``antithetic``, ``n``
+    is rounded up to even; with ``qmc``, ``n`` is split evenly over
+    ``qmc_replicates`` independently scrambled Sobol sequences (rounded up),
+    and blocks never mix replicates.
+
+    Yields
+    ------
+    PairSample
+    """
+    delta = check_delta(manifold, delta)
+    check_count(n, "n", minimum=2)
+    strat = get_strategy(strategy)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    dim = manifold.dim + tangent_cube_dim(manifold.dim) + strat.cube_dim
+    per_unit = 2 if antithetic else 1
+    block = block_size(manifold) // per_unit
+    if qmc:
+        check_count(qmc_replicates, "qmc_replicates", minimum=2)
+        units = -(-n // (per_unit * qmc_replicates))
+        if units & (units - 1):
+            warnings.warn(
+                f"QMC with {units} points per replicate: Sobol balance needs a power of two "
+                f"(n = {per_unit * qmc_replicates} * 2^k)", stacklevel=2)
+        for rep in range(qmc_replicates):
+            src = _CubeSource(dim, seed, True, rep)
+            for start in range(0, units, block):
+                yield _draw_block(manifold, strat, delta, src, min(block, units - start), antithetic, rep)
+    else:
+        units = -(-n // per_unit)
+        src = _CubeSource(dim, seed, False)
+        for start in range(0, units, block):
+            yield _draw_block(manifold, strat, delta, src, min(block, units - start), antithetic, 0)
+
+
+def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
+                 qmc: bool = False, seed: int = 0, qmc_replicates: int = 8) -> PairSample:
+    """Draw ``n`` pairs at scale ``delta`` (THEORY.md section 2).
+
+    Parameters
+    ----------
+    manifold : Manifold
+    n : int, >= 2
+        Number of pairs (rounded up to even with ``antithetic``).
+    delta : float
+        Scale, ``0 < delta < manifold.injectivity_radius``.
+    strategy : {"shell", "ball"} or strategy object
+        Radial law of ``r``.
+    antithetic : bool
+        Pair each direction ``v`` with ``-v`` at the same ``x`` and ``r``.
+    qmc : bool
+        Scrambled Sobol points (``scipy.stats.qmc``) instead of pseudo-random.
+    seed : int
+    qmc_replicates : int
+        Independent scramblings for QMC (their spread gives the error).
+
+    Returns
+    -------
+    PairSample
+        ``x, y, midpoint`` ``shape=[n, ambient_dim]``, ``dist, r`` ``shape=[n]``,
+        ``v`` ``shape=[n, ambient_dim]``. With ``antithetic``, pair
+        ``i + n/2`` is pair ``i`` with ``-v``.
+    """
+    return PairSample.concat(list(iter_pairs(manifold, n, delta, strategy=strategy, antithetic=antithetic,
+                                             qmc=qmc, seed=seed, qmc_replicates=qmc_replicates)))
