@@ -65,10 +65,16 @@ class ClosedCurve:
         scale = torch.full_like(k, 2.0)
         if resolution % 2 == 0:
             scale[-1] = 1.0
-        self._coef = scale * coef[1:]
+        coef = scale * coef[1:]
+        # drop modes below round-off: they cost time and add nothing
+        big = (coef.abs() > 1e-15 * self._mean_speed).nonzero()
+        keep = int(big.max()) + 1 if big.numel() else 1
+        self._omega, self._coef = self._omega[:keep], coef[:keep]
+        grid = torch.linspace(0, self.period, 4097, dtype=DTYPE)
+        self._grid_t, self._grid_sigma = grid, self.sigma_of_t(grid)
         self.injectivity_radius = self.length / 2
         # coarse table for the nearest-point search of the inverse chart
-        self._table_t = torch.arange(512, dtype=DTYPE) * (self.period / 512)
+        self._table_t = torch.arange(256, dtype=DTYPE) * (self.period / 256)
         self._table_x = curve(self._table_t)
         self.chart = Chart(
             embed=lambda u: self.curve(self.t_of_sigma(u[:, 0])),
@@ -116,21 +122,25 @@ class ClosedCurve:
 
     def t_of_sigma(self, sigma):
         """Curve parameter at arclength ``sigma``; Newton's method, differentiable."""
-        t = sigma / self._mean_speed
-        for _ in range(12):
+        # start from a table of sigma(t), then Newton (quadratic convergence)
+        turns = torch.floor(sigma / self.length)
+        rest = (sigma - turns * self.length).detach().clamp(0, self.length)
+        j = torch.searchsorted(self._grid_sigma, rest).clamp(1, self._grid_t.shape[0] - 1)
+        s0, s1 = self._grid_sigma[j - 1], self._grid_sigma[j]
+        t0, t1 = self._grid_t[j - 1], self._grid_t[j]
+        t = t0 + (t1 - t0) * (rest - s0) / (s1 - s0) + turns * self.period
+        for _ in range(4):
             t = t - (self.sigma_of_t(t) - sigma) / self._speed_series(t)
         return t
 
     def parameter_of(self, x):
         """Curve parameter ``t`` of points on the curve, ``shape=[k]``: nearest
         point of a table, refined by Newton on ``<c(t) - x, c'(t)> = 0``."""
-        d2 = torch.cdist(x, self._table_x)
-        t = self._table_t[d2.argmin(dim=1)]
-        for _ in range(8):
-            def f(tt):
-                return ((self.curve(tt) - x) * self._velocity(tt)).sum(-1)
-            val, der = torch.func.jvp(f, (t,), (torch.ones_like(t),))
-            t = t - val / der
+        t = torch.cat([self._table_t[torch.cdist(xc, self._table_x).argmin(dim=1)] for xc in x.split(8192)])
+        for _ in range(5):
+            vel, acc = torch.func.jvp(self._velocity, (t,), (torch.ones_like(t),))
+            gap = self.curve(t) - x
+            t = t - (gap * vel).sum(-1) / ((vel * vel).sum(-1) + (gap * acc).sum(-1))
         return torch.remainder(t, self.period)
 
     # ---- protocol
