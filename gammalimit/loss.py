@@ -124,18 +124,22 @@ def pair_terms(phi, pairs: PairSample) -> PairTerms:
     """
     k = len(pairs)
     out = _call_encoder(phi, torch.cat([pairs.x, pairs.y, pairs.midpoint]))
-    bad = (~torch.isfinite(out).all(-1)).reshape(3, k).any(0)
-    if bad.any():
-        i = int(bad.nonzero()[0])
-        raise ValueError(
-            f"phi returned non-finite values for {int(bad.sum())} of {k} pairs; first pair index {i}, "
-            f"x = {pairs.x[i].tolist()[:8]}, delta = {pairs.delta}"
-        )
     phi_x, phi_y, phi_mid = out[:k], out[k : 2 * k], out[2 * k :]
-    return PairTerms(
+    terms = PairTerms(
         distortion_penalty(phi_x, phi_y, pairs.dist, pairs.delta),
         bending_penalty(phi_x, phi_y, phi_mid, pairs.delta),
     )
+    # a non-finite output makes its pair's penalties non-finite: check k numbers, not 3 k l
+    if not torch.isfinite(terms.distortion + terms.bending).all():
+        bad = (~torch.isfinite(out.detach()).all(-1)).reshape(3, k).any(0)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(
+                f"phi returned non-finite values for {int(bad.sum())} of {k} pairs; first pair index {i}, "
+                f"x = {pairs.x[i].tolist()[:8]}, delta = {pairs.delta}"
+            )
+        raise ValueError(f"the pair penalties overflowed at delta = {pairs.delta}: |phi| is too large")
+    return terms
 
 
 class _Moments:

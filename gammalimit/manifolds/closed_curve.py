@@ -70,6 +70,14 @@ class ClosedCurve:
         big = (coef.abs() > 1e-15 * self._mean_speed).nonzero()
         keep = int(big.max()) + 1 if big.numel() else 1
         self._omega, self._coef = self._omega[:keep], coef[:keep]
+        # the curve's own Fourier series: cheap first and second derivatives
+        # for the Newton iteration of the inverse chart
+        cc = torch.fft.rfft(pts, dim=0) / resolution
+        cc[1:] *= 2
+        if resolution % 2 == 0:
+            cc[-1] /= 2
+        big = (cc.abs() > 1e-15 * pts.abs().max()).any(-1).nonzero()
+        self._curve_coef = cc[: int(big.max()) + 1 if big.numel() else 1]
         grid = torch.linspace(0, self.period, 4097, dtype=DTYPE)
         self._grid_t, self._grid_sigma = grid, self.sigma_of_t(grid)
         self.injectivity_radius = self.length / 2
@@ -137,8 +145,11 @@ class ClosedCurve:
         """Curve parameter ``t`` of points on the curve, ``shape=[k]``: nearest
         point of a table, refined by Newton on ``<c(t) - x, c'(t)> = 0``."""
         t = torch.cat([self._table_t[torch.cdist(xc, self._table_x).argmin(dim=1)] for xc in x.split(8192)])
+        w = 2 * math.pi / self.period * torch.arange(self._curve_coef.shape[0], dtype=DTYPE)
         for _ in range(5):
-            vel, acc = torch.func.jvp(self._velocity, (t,), (torch.ones_like(t),))
+            e = torch.exp(1j * w * t[:, None])  # (k, modes)
+            vel = ((1j * w * e) @ self._curve_coef).real
+            acc = ((-(w**2) * e) @ self._curve_coef).real
             gap = self.curve(t) - x
             t = t - (gap * vel).sum(-1) / ((vel * vel).sum(-1) + (gap * acc).sum(-1))
         return torch.remainder(t, self.period)

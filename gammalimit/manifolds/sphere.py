@@ -9,14 +9,6 @@ import torch
 from .base import DTYPE, Chart, check_positive, random_unit_tangent, sample
 
 
-def _polar_frame(theta, phi):
-    """Unit vectors ``e_theta, e_phi`` of the polar chart, each ``shape=[k, 3]``."""
-    ct, st, cp, sp = torch.cos(theta), torch.sin(theta), torch.cos(phi), torch.sin(phi)
-    e_theta = torch.stack([ct * cp, ct * sp, -st], dim=-1)
-    e_phi = torch.stack([-sp, cp, torch.zeros_like(sp)], dim=-1)
-    return e_theta, e_phi
-
-
 class Sphere:
     """``S^2(R) = {x in R^3 : |x| = R}``, ``m = 2``, ``n = 3``.
 
@@ -81,8 +73,16 @@ class Sphere:
         return sample(self, n, generator)
 
     def tangent_frame(self, x):
-        u = self._inverse(x)
-        return torch.stack(_polar_frame(u[:, 0], u[:, 1]), dim=-1)
+        # the polar frame (e_theta, e_phi), from x without trigonometry;
+        # at the poles phi = 0 is taken, which still gives an orthonormal frame
+        rho = torch.linalg.vector_norm(x[:, :2], dim=-1)
+        safe = torch.where(rho > 0, rho, 1.0)
+        cp = torch.where(rho > 0, x[:, 0] / safe, 1.0)
+        sp = torch.where(rho > 0, x[:, 1] / safe, 0.0)
+        ct, st = x[:, 2] / self.radius, rho / self.radius
+        e_theta = torch.stack([ct * cp, ct * sp, -st], dim=-1)
+        e_phi = torch.stack([-sp, cp, torch.zeros_like(sp)], dim=-1)
+        return torch.stack([e_theta, e_phi], dim=-1)
 
     def random_unit_tangent(self, x, generator=None):
         return random_unit_tangent(self, x, generator)

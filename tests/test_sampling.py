@@ -1,0 +1,114 @@
+"""Pair sampling: laws, reproducibility, antithetic layout, QMC, validation."""
+
+import math
+
+import pytest
+import torch
+
+from gammalimit import Circle, FlatTorus, Sphere, SwissRoll, sample_pairs
+from gammalimit.sampling import STRATEGIES, block_size, iter_pairs
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("M", [Circle(1.3), Sphere(1.0), FlatTorus((1.0, 2.0))], ids=repr)
+def test_pairs_are_at_distance_delta_r(M, strategy):
+    p = sample_pairs(M, 4000, 0.05, strategy=strategy, seed=1)
+    assert p.x.shape == (4000, M.ambient_dim) and p.dist.shape == (4000,)
+    assert torch.allclose(M.dist(p.x, p.y), p.dist, atol=1e-13)
+    assert torch.allclose(p.dist, 0.05 * p.r, rtol=0, atol=0)
+    assert torch.allclose(M.midpoint(p.x, p.y), p.midpoint, atol=1e-13)
+    assert ((p.r > 0) & (p.r <= 1)).all()
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_ball_radial_law_gives_kappa(m):
+    M = Circle() if m == 1 else Sphere()
+    p = sample_pairs(M, 200_000, 0.1, strategy="ball", seed=2)
+    r4 = p.r**4
+    kappa = STRATEGIES["ball"].kappa(m)
+    assert kappa == m / (m + 4)
+    assert abs(r4.mean() - kappa) < 5 * r4.std() / math.sqrt(r4.numel())
+    # and the CDF of r is r^m: compare at the median
+    assert abs((p.r <= 0.5 ** (1 / m)).double().mean() - 0.5) < 5 * 0.5 / math.sqrt(r4.numel())
+
+
+def test_directions_are_isotropic_on_the_torus():
+    T = FlatTorus((1.0, 2.0))
+    p = sample_pairs(T, 100_000, 0.1, seed=4)
+    c = torch.einsum("kni,kn->ki", T.tangent_frame(p.x), p.v)
+    second = torch.einsum("ki,kj->ij", c, c) / c.shape[0]
+    assert torch.allclose(second, 0.5 * torch.eye(2), atol=0.01)
+
+
+def test_same_seed_same_pairs_bit_for_bit():
+    S = Sphere()
+    a = sample_pairs(S, 50_000, 0.01, seed=7, strategy="ball")
+    b = sample_pairs(S, 50_000, 0.01, seed=7, strategy="ball")
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.midpoint, b.midpoint)
+    c = sample_pairs(S, 50_000, 0.01, seed=8, strategy="ball")
+    assert not torch.equal(a.x, c.x)
+
+
+def test_common_random_numbers_across_delta():
+    S = Sphere()
+    a = sample_pairs(S, 1000, 0.1, seed=3)
+    b = sample_pairs(S, 1000, 0.001, seed=3)
+    assert torch.equal(a.x, b.x) and torch.equal(a.v, b.v) and torch.equal(a.r, b.r)
+
+
+def test_antithetic_layout():
+    S = Sphere()
+    p = sample_pairs(S, 3 * block_size(S) + 10, 0.1, antithetic=True, seed=0)
+    h = len(p) // 2
+    assert len(p) % 2 == 0
+    assert torch.equal(p.x[:h], p.x[h:]) and torch.equal(p.v[:h], -p.v[h:]) and torch.equal(p.r[:h], p.r[h:])
+
+
+def test_blocks_bound_memory():
+    S = Sphere()
+    sizes = [len(b) for b in iter_pairs(S, 10 * block_size(S) + 3, 0.1, seed=0)]
+    assert max(sizes) == block_size(S) and sum(sizes) == 10 * block_size(S) + 3
+
+
+def test_qmc_replicates_are_balanced():
+    S = Sphere()
+    p = sample_pairs(S, 8 * 1024, 0.1, qmc=True, seed=0)
+    counts = torch.bincount(p.replicate)
+    assert counts.tolist() == [1024] * 8
+    # Sobol points integrate z^2 over the sphere far better than N^-1/2
+    z2 = p.x[:1024, 2] ** 2
+    assert abs(z2.mean() - 1 / 3) < 1e-3
+
+
+def test_qmc_warns_on_unbalanced_n():
+    with pytest.warns(UserWarning, match="power of two"):
+        sample_pairs(Sphere(), 8 * 1000, 0.1, qmc=True)
+
+
+def test_boundary_pairs_stay_inside():
+    R = SwissRoll(height=2.0)
+    p = sample_pairs(R, 20_000, 0.5, seed=0, antithetic=True)
+    assert p.n_rejected > 0
+    assert R.contains(p.y).all()
+    assert torch.allclose(R.dist(p.x, p.y), p.dist, atol=1e-12)
+    # rejection thins the x-marginal within delta of the border (THEORY.md section 4)
+    h = R.unrolled(p.x)[:, 1]
+    near = ((h < 0.5) | (h > 1.5)).double().mean()
+    assert near < 0.5 - 0.05  # uniform would give 0.5
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(delta=0.0), "delta"),
+        (dict(delta=-1.0), "delta"),
+        (dict(delta=float("nan")), "delta"),
+        (dict(delta=4.0), "injectivity radius"),
+        (dict(n=1), "n must be"),
+        (dict(strategy="cube"), "unknown strategy"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    args = dict(n=100, delta=0.1) | kwargs
+    with pytest.raises(ValueError, match=match):
+        sample_pairs(Sphere(), args.pop("n"), args.pop("delta"), **args)
