@@ -1,0 +1,167 @@
+"""Run the studies in ``studies/`` and write ``figures/``: ``gammalimit reproduce``.
+
+A study is a module in ``studies/`` with
+
+- ``Params``: a dataclass of its parameters, with a ``quick()`` classmethod;
+- ``run(params) -> dict``: plain data (numbers, lists), no plotting;
+- ``plot(data) -> matplotlib.figure.Figure``;
+- ``summary(data) -> list[dict]``: rows ``{quantity, measured, expected, passed}``.
+
+Figures and JSON are written atomically (to a temporary file, then renamed),
+so an interrupted run never leaves a half-written file behind. The JSON holds
+the parameters, the data, the summary and the wall time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY_DIR = REPO / "studies"
+FIGURES = REPO / "figures"
+
+# in the order `make reproduce` runs them
+STUDIES = [
+    "delta_convergence",
+    "sample_convergence",
+    "strategy_comparison",
+    "roundoff",
+    "minimizers",
+    "train_images",
+    "interpolation",
+    "peers",
+]
+
+
+def available() -> list[str]:
+    return [s for s in STUDIES if (STUDY_DIR / f"{s}.py").exists()]
+
+
+def load(name: str):
+    """Import ``studies/<name>.py`` as a module."""
+    path = STUDY_DIR / f"{name}.py"
+    if not path.exists():
+        raise ValueError(f"unknown study {name!r}; available: {available()}")
+    spec = importlib.util.spec_from_file_location(f"gammalimit_studies.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if hasattr(obj, "item"):
+        return _jsonable(obj.item())
+    return obj
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_json(obj, path: Path) -> None:
+    write_atomic(path, (json.dumps(_jsonable(obj), indent=1) + "\n").encode())
+
+
+def save_figure(fig, path: Path) -> None:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    # fixed metadata: the same data gives the same bytes
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def run_study(module, params, out_dir: Path, name: str | None = None) -> dict:
+    """Run one study module, write ``<name>.png`` and ``<name>.json``; return its record."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    name = name or module.__name__.rsplit(".", 1)[-1]
+    t0 = time.perf_counter()
+    data = module.run(params)
+    seconds = time.perf_counter() - t0
+    rows = module.summary(data)
+    record = {"study": name, "params": params, "seconds": seconds, "summary": rows, "data": data}
+    fig = module.plot(data)
+    out_dir = Path(out_dir)
+    save_figure(fig, out_dir / f"{name}.png")
+    save_json(record, out_dir / f"{name}.json")
+    return record
+
+
+def study_main(module, argv=None) -> dict:
+    """``python studies/<name>.py [--quick] [--out DIR]``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=module.__doc__)
+    p.add_argument("--quick", action="store_true", help="small sizes (what the tests run)")
+    p.add_argument("--out", default=str(FIGURES), help="output folder (default: figures/)")
+    args = p.parse_args(argv)
+    params = module.Params.quick() if args.quick else module.Params()
+    record = run_study(module, params, Path(args.out), Path(module.__file__).stem)
+    print_summary([record])
+    return record
+
+
+def print_summary(records: list[dict], file=sys.stdout) -> bool:
+    """Print the table (study, quantity, measured, expected, pass); return all passed."""
+    rows = [(r["study"], row) for r in records for row in r["summary"]]
+    print(f"\n{'study':<22} {'quantity':<44} {'measured':>22} {'expected':>18}  result", file=file)
+    ok = True
+    for study, row in rows:
+        m = row["measured"]
+        m = f"{m:.4g}" if isinstance(m, float) else str(m)
+        verdict = "pass" if row["passed"] else "FAIL"
+        ok &= bool(row["passed"])
+        print(f"{study:<22} {row['quantity']:<44} {m:>22} {str(row['expected']):>18}  {verdict}", file=file)
+    return ok
+
+
+def reproduce(names=None, *, quick: bool = False, out_dir=FIGURES, progress=print) -> list[dict]:
+    """Run the named studies (default: all available) and write their outputs."""
+    names = list(names) if names else available()
+    for n in names:
+        if n not in available():
+            raise ValueError(f"unknown study {n!r}; available: {available()}")
+    records = []
+    for i, name in enumerate(names, 1):
+        module = load(name)
+        params = module.Params.quick() if quick else module.Params()
+        progress(f"[{i}/{len(names)}] {name} ({'quick' if quick else 'full'}) ...")
+        t0 = time.perf_counter()
+        records.append(run_study(module, params, Path(out_dir), name))
+        progress(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - t0:.1f} s")
+    return records

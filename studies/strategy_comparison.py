@@ -1,0 +1,120 @@
+"""Shell against ball sampling: the limit constant kappa = E[r^4] measured as
+the ratio of the two losses at small delta, and the per-pair variance of each
+strategy (THEORY.md sections 2 and 3)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gammalimit import Circle, FlatTorus, Sphere, discrete_loss  # noqa: E402
+from gammalimit.sampling import STRATEGIES  # noqa: E402
+
+
+def _poly_sphere(x):
+    return torch.stack([x[:, 0] + 0.3 * x[:, 1] * x[:, 2], x[:, 1] + 0.2 * x[:, 0] ** 2,
+                        0.8 * x[:, 2] - 0.1 * x[:, 0] * x[:, 1]], -1)
+
+
+def _poly_torus(x):
+    return torch.stack([x[:, 0] + 0.2 * x[:, 2] * x[:, 1], x[:, 1], 0.9 * x[:, 2] + 0.1 * x[:, 0] ** 2,
+                        x[:, 3] - 0.2 * x[:, 0] * x[:, 3]], -1)
+
+
+CASES = [
+    ("circle, 1.2 id", lambda: Circle(1.0), lambda x: 1.2 * x),
+    ("sphere, polynomial phi", lambda: Sphere(1.0), _poly_sphere),
+    ("torus, polynomial phi", lambda: FlatTorus((1.0, 1.0)), _poly_torus),
+]
+
+
+@dataclass
+class Params:
+    delta: float = 1e-2
+    lam: float = 1.0
+    n: int = 2_000_000
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> "Params":
+        return cls(n=200_000)
+
+
+def symbolic_kappa(strategy: str, m: int) -> float:
+    """``kappa = E[r^4]`` from :mod:`gammalimit.symbolic` where available."""
+    try:
+        from gammalimit import symbolic
+
+        return float(symbolic.kappa(strategy, m))
+    except (ImportError, AttributeError):
+        return STRATEGIES[strategy].kappa(m)
+
+
+def run(p: Params) -> dict:
+    rows = []
+    for label, make, phi in CASES:
+        M = make()
+        est = {s: discrete_loss(phi, M, delta=p.delta, lam=p.lam, n=p.n, strategy=s, antithetic=True,
+                                seed=p.seed) for s in ("shell", "ball")}
+        sh, ba = est["shell"], est["ball"]
+        ratio = ba.total / sh.total
+        ratio_se = ratio * math.hypot(ba.stderr / ba.total, sh.stderr / sh.total)
+        rows.append({
+            "label": label, "m": M.dim,
+            "kappa_measured": ratio, "kappa_stderr": ratio_se,
+            "kappa_symbolic": symbolic_kappa("ball", M.dim) / symbolic_kappa("shell", M.dim),
+            "loss": {s: e.total for s, e in est.items()},
+            "stderr": {s: e.stderr for s, e in est.items()},
+            # variance per antithetic couple (2 pairs), and relative to the mean squared
+            "unit_variance": {s: e.unit_variance for s, e in est.items()},
+            "relative_variance": {s: e.unit_variance / e.total**2 for s, e in est.items()},
+        })
+    return {"delta": p.delta, "rows": rows}
+
+
+def summary(data: dict) -> list[dict]:
+    out = []
+    for r in data["rows"]:
+        # O(delta^2) bias in the ratio, plus 4 standard errors
+        tol = 4 * r["kappa_stderr"] + 10 * data["delta"] ** 2
+        out.append({"quantity": f"{r['label']}: kappa_ball/kappa_shell", "measured": r["kappa_measured"],
+                    "expected": f"{r['kappa_symbolic']:.4f} = m/(m+4)",
+                    "passed": bool(abs(r["kappa_measured"] - r["kappa_symbolic"]) <= tol)})
+    return out
+
+
+def plot(data: dict):
+    import matplotlib.pyplot as plt
+
+    rows = data["rows"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    x = np.arange(len(rows))
+    a1.errorbar(x, [r["kappa_measured"] for r in rows], yerr=[4 * r["kappa_stderr"] for r in rows], fmt="o",
+                capsize=4, label=r"measured $L_\delta^{ball}/L_\delta^{shell}$ ($\pm 4\sigma$)")
+    a1.plot(x, [r["kappa_symbolic"] for r in rows], "k_", ms=20, mew=2, label=r"symbolic $m/(m+4)$")
+    a1.set_xticks(x, [r["label"] for r in rows], fontsize=7)
+    a1.set_ylabel(r"$\kappa$")
+    a1.legend(fontsize=7)
+    a1.set_title(rf"limit constants at $\delta$ = {data['delta']:g}", fontsize=10)
+    w = 0.38
+    for k, (s, c) in enumerate((("shell", "C0"), ("ball", "C1"))):
+        a2.bar(x + (k - 0.5) * w, [r["relative_variance"][s] for r in rows], w, color=c, label=s)
+    a2.set_yscale("log")
+    a2.set_xticks(x, [r["label"] for r in rows], fontsize=7)
+    a2.set_ylabel(r"per-couple variance / $L_\delta^2$")
+    a2.set_title("Monte Carlo efficiency (antithetic couples)", fontsize=10)
+    a2.legend(fontsize=8)
+    return fig
+
+
+if __name__ == "__main__":
+    from gammalimit.reproduce import study_main
+
+    study_main(sys.modules[__name__])
