@@ -83,7 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--antithetic", action="store_true", help="pair v with -v")
     p.add_argument("--qmc", action="store_true", help="scrambled Sobol points")
     p.set_defaults(func=cmd_loss)
+    p = sub.add_parser("reproduce", help="run the studies and regenerate figures/")
+    p.add_argument("studies", nargs="*", help="study names (default: all)")
+    p.add_argument("--quick", action="store_true", help="small sizes, as the tests run them")
+    p.add_argument("--out", default=None, help="output folder (default: figures/ of the repository)")
+    p.set_defaults(func=cmd_reproduce)
     return parser
+
+
+def cmd_reproduce(args):
+    from . import reproduce
+
+    out = args.out or reproduce.FIGURES
+    records = reproduce.reproduce(args.studies, quick=args.quick, out_dir=out)
+    ok = reproduce.print_summary(records)
+    print(f"\nwrote {2 * len(records)} files to {out}; {'all checks passed' if ok else 'SOME CHECKS FAILED'}")
+    if not ok:
+        raise SystemExit(1)
+    return None
 
 
 def _print_human(result: dict) -> None:
