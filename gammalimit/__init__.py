@@ -9,11 +9,13 @@ See THEORY.md (shared with the project) for every quantity. Public API::
 import torch as _torch
 
 from .loss import LossEstimate, PairTerms, discrete_loss, pair_terms
-from .manifolds import Circle, ClosedCurve, FlatTorus, Sphere, SwissRoll
+from .manifolds import (Circle, ClosedCurve, FlatTorus, PeriodicBlob, RotatingEllipse, Sphere, SwissRoll,
+                        TranslatingBlob)
 from .sampling import STRATEGIES, PairSample, sample_pairs
 
 __all__ = [
     "Circle", "Sphere", "FlatTorus", "SwissRoll", "ClosedCurve",
+    "TranslatingBlob", "RotatingEllipse", "PeriodicBlob",
     "sample_pairs", "discrete_loss", "pair_terms",
     "PairSample", "PairTerms", "LossEstimate", "STRATEGIES",
 ]

@@ -3,8 +3,10 @@
 from .base import Chart, Manifold
 from .circle import Circle
 from .closed_curve import ClosedCurve
+from .images import PeriodicBlob, RotatingEllipse, TranslatingBlob
 from .sphere import Sphere
 from .swiss_roll import SwissRoll
 from .torus import FlatTorus
 
-__all__ = ["Chart", "Manifold", "Circle", "Sphere", "FlatTorus", "SwissRoll", "ClosedCurve"]
+__all__ = ["Chart", "Manifold", "Circle", "Sphere", "FlatTorus", "SwissRoll", "ClosedCurve",
+           "TranslatingBlob", "RotatingEllipse", "PeriodicBlob"]
