@@ -93,6 +93,11 @@ def _periodic_profile(p: torch.Tensor, t: torch.Tensor, sigma: float, images: in
     return e.sum(-1), (e * d).sum(-1) / sigma**2
 
 
+def _parameters(t) -> torch.Tensor:
+    """Parameters as float64 (a no-op, autodiff-transparent, for float64 tensors)."""
+    return t.to(DTYPE) if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=DTYPE)
+
+
 def _outer_image(a: torch.Tensor, b: torch.Tensor, h: float) -> torch.Tensor:
     """The separable image ``h a(p_i) b(p_j)`` as ambient vectors, ``shape=[k, N^2]``."""
     return h * (a[:, :, None] * b[:, None, :]).flatten(1)
@@ -220,6 +225,7 @@ class TranslatingBlob:
     def render(self, t: torch.Tensor) -> torch.Tensor:
         """Blob images centred at ``t`` ``shape=[k, 2]``, ``shape=[k, N^2]``
         (any ``t``, inside the square or not; differentiable by ``torch.func``)."""
+        t = _parameters(t)
         return _outer_image(self._profile(t[:, 0])[0], self._profile(t[:, 1])[0], self.h)
 
     def jacobian(self, t: torch.Tensor) -> torch.Tensor:
@@ -377,6 +383,7 @@ class PeriodicBlob:
     def render(self, t: torch.Tensor) -> torch.Tensor:
         """Periodised blob images centred at ``t`` ``shape=[k, 2]`` (any real
         ``t``, read mod 1), ``shape=[k, N^2]``; differentiable by ``torch.func``."""
+        t = _parameters(t)
         return _outer_image(self._profile(t[:, 0])[0], self._profile(t[:, 1])[0], self.h)
 
     def jacobian(self, t: torch.Tensor) -> torch.Tensor:
@@ -534,7 +541,7 @@ class RotatingEllipse:
     def render(self, theta: torch.Tensor) -> torch.Tensor:
         """Images at angles ``theta`` ``shape=[k]``, ``shape=[k, N^2]``:
         ``h exp(-d^T A d / 2)``; differentiable by ``torch.func``."""
-        return self.h * torch.exp(self._precision(theta)[0] @ self._quad)
+        return self.h * torch.exp(self._precision(_parameters(theta))[0] @ self._quad)
 
     def _render_and_derivative(self, theta):
         """Images and ``d/dtheta``, each ``shape=[k, N^2]`` (in place: not for autodiff)."""

@@ -13,6 +13,7 @@ from gammalimit import PeriodicBlob, RotatingEllipse, TranslatingBlob, discrete_
 from gammalimit.manifolds import Manifold
 from gammalimit.manifolds.images import periodic_blob_metric_scale
 
+DT = torch.float64
 MANIFOLDS = {
     "blob": TranslatingBlob(),
     "periodic": PeriodicBlob(),
@@ -25,8 +26,8 @@ settings.register_profile("images", max_examples=20, deadline=None)
 
 def _chart_points(M, k, seed):
     g = torch.Generator().manual_seed(seed)
-    lo, hi = torch.tensor(M.chart.lower), torch.tensor(M.chart.upper)
-    return lo + (hi - lo) * torch.rand(k, M.dim, generator=g)
+    lo, hi = torch.tensor(M.chart.lower, dtype=DT), torch.tensor(M.chart.upper, dtype=DT)
+    return lo + (hi - lo) * torch.rand(k, M.dim, generator=g, dtype=DT)
 
 
 def _chart_gap(M, u, w):
@@ -48,7 +49,7 @@ def test_protocol(name):
     x = M.sample(8, torch.Generator().manual_seed(0))
     assert x.shape == (8, M.ambient_dim) and x.dtype == torch.float64
     assert M.pixels(x).shape == (8, 32, 32)
-    vol = torch.sqrt(torch.linalg.det(M.chart.metric(torch.zeros(1, M.dim))))[0]
+    vol = torch.sqrt(torch.linalg.det(M.chart.metric(torch.zeros(1, M.dim, dtype=DT))))[0]
     box = math.prod(h - l for l, h in zip(M.chart.lower, M.chart.upper))
     assert M.chart.volume == pytest.approx(float(vol) * box, rel=1e-14)
 
@@ -91,20 +92,20 @@ def test_exp_dist_midpoint(name, seed, frac):
 
 def test_exact_distances_and_midpoints():
     B = MANIFOLDS["blob"]
-    t = torch.tensor([[0.35, 0.4], [0.5, 0.6]])
+    t = torch.tensor([[0.35, 0.4], [0.5, 0.6]], dtype=DT)
     x, y = B.render(t[:1]), B.render(t[1:])
     assert B.dist(x, y).item() == pytest.approx(math.sqrt(math.pi / 2) * math.hypot(0.15, 0.2), rel=1e-14)
     assert torch.allclose(B.midpoint(x, y), B.render(t.mean(0, keepdim=True)), atol=1e-15)
 
     P = MANIFOLDS["periodic"]  # the shorter way round wraps across the border
-    x, y = P.render(torch.tensor([[0.05, 0.5]])), P.render(torch.tensor([[0.95, 0.45]]))
+    x, y = P.render(torch.tensor([[0.05, 0.5]], dtype=DT)), P.render(torch.tensor([[0.95, 0.45]], dtype=DT))
     assert P.dist(x, y).item() == pytest.approx(math.sqrt(P.metric_scale) * math.hypot(0.1, 0.05), rel=1e-13)
-    assert torch.allclose(P.midpoint(x, y), P.render(torch.tensor([[0.0, 0.475]])), atol=1e-15)
+    assert torch.allclose(P.midpoint(x, y), P.render(torch.tensor([[0.0, 0.475]], dtype=DT)), atol=1e-15)
 
     E = MANIFOLDS["ellipse"]  # angles mod pi: 0.1 and pi - 0.1 are 0.2 apart
-    x, y = E.render(torch.tensor([0.1])), E.render(torch.tensor([math.pi - 0.1]))
+    x, y = E.render(torch.tensor([0.1], dtype=DT)), E.render(torch.tensor([math.pi - 0.1], dtype=DT))
     assert E.dist(x, y).item() == pytest.approx(math.sqrt(E.metric_scale) * 0.2, rel=1e-13)
-    assert torch.allclose(E.midpoint(x, y), E.render(torch.tensor([0.0])), atol=1e-15)
+    assert torch.allclose(E.midpoint(x, y), E.render(torch.tensor([0.0], dtype=DT)), atol=1e-15)
     assert E.length == pytest.approx(math.pi * math.sqrt(E.metric_scale))
     assert E.injectivity_radius == pytest.approx(E.length / 2)
 
@@ -156,7 +157,7 @@ def test_frame_tangent_and_nearly_orthonormal(name):
     E = M.tangent_frame(x)
     assert E.shape == (16, M.ambient_dim, M.dim)
     gram = E.transpose(1, 2) @ E  # identity up to the metric's discretisation error
-    assert torch.allclose(gram, torch.eye(M.dim).expand_as(gram), atol=1e-8, rtol=0)
+    assert torch.allclose(gram, torch.eye(M.dim, dtype=DT).expand_as(gram), atol=1e-8, rtol=0)
     h = 1e-6
     for i in range(M.dim):
         y = M.exp(x, h * E[:, :, i])
@@ -173,7 +174,7 @@ def test_embed_differentiable_by_torch_func(name):
 
     J = vmap(jacfwd(f))(u)
     assert torch.allclose(J, M.jacobian(u if M.dim == 2 else u[:, 0]), atol=1e-14)
-    W = torch.randn(4, M.ambient_dim, generator=torch.Generator().manual_seed(0))
+    W = torch.randn(4, M.ambient_dim, generator=torch.Generator().manual_seed(0), dtype=DT)
     H = vmap(hessian(lambda v: W @ f(v)))(u)
     assert H.shape == (3, 4, M.dim, M.dim) and torch.isfinite(H).all()
 
@@ -183,14 +184,14 @@ def test_off_manifold_points_are_rejected():
         x = M.sample(2, torch.Generator().manual_seed(7))
         chord_mid = 0.5 * (x[:1] + x[1:])
         assert not M.contains(chord_mid).any()
-        assert not M.contains(torch.zeros(1, M.ambient_dim)).any()
+        assert not M.contains(torch.zeros(1, M.ambient_dim, dtype=DT)).any()
         assert not M.contains(1.01 * x).any()
 
 
 def test_blob_boundary_policy():
     B = MANIFOLDS["blob"]
     lo, hi = B.centre_bounds
-    x = B.render(torch.tensor([[hi - 0.01, 0.5]]))
+    x = B.render(torch.tensor([[hi - 0.01, 0.5]], dtype=DT))
     e1 = B.tangent_frame(x)[:, :, 0]
     assert not B.contains(B.exp(x, 0.05 * e1)).any()  # leaves the square
     assert B.contains(B.exp(x, -0.05 * e1)).all()
@@ -202,7 +203,7 @@ def test_blob_boundary_policy():
 @pytest.mark.parametrize("name", NAMES)
 def test_discrete_loss_runs(name):
     M = MANIFOLDS[name]
-    W = torch.randn(4, M.ambient_dim, generator=torch.Generator().manual_seed(0)) / math.sqrt(M.ambient_dim)
+    W = torch.randn(4, M.ambient_dim, generator=torch.Generator().manual_seed(0), dtype=DT) / math.sqrt(M.ambient_dim)
 
     def phi(x):
         return x @ W.T
@@ -226,5 +227,7 @@ def test_bad_parameters():
         RotatingEllipse(32, (0.05, 0.1))
     with pytest.raises(ValueError, match="sigma_1"):
         RotatingEllipse(32, (0.2, 0.05))
+    # parameters of another dtype render in float64
+    assert MANIFOLDS["ellipse"].render(torch.tensor([0.5], dtype=torch.float32)).dtype == DT
     with pytest.raises(ValueError, match="shape"):
-        MANIFOLDS["blob"].contains(torch.zeros(3, 100))
+        MANIFOLDS["blob"].contains(torch.zeros(3, 100, dtype=DT))
