@@ -100,6 +100,9 @@ class PairSample:
         QMC replicate index of each pair (all zero for plain MC).
     n_rejected : int
         Pairs redrawn because they left a manifold with boundary.
+    inside : tensor of bool, shape=[k], optional
+        Only with ``reject=False``: whether the pair (for antithetic pairs,
+        both pairs of the couple) stays in ``M``, i.e. would be accepted.
     """
 
     x: torch.Tensor
@@ -112,6 +115,7 @@ class PairSample:
     antithetic: bool = False
     replicate: torch.Tensor | None = None
     n_rejected: int = 0
+    inside: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -122,15 +126,15 @@ class PairSample:
         if len(parts) == 1:
             return parts[0]
         anti = parts[0].antithetic
-        names = ("x", "y", "midpoint", "dist", "v", "r", "replicate")
+        names = ("x", "y", "midpoint", "dist", "v", "r", "replicate") + (("inside",) if parts[0].inside is not None else ())
         fields = []
         for name in names:
             pieces = [getattr(p, name) for p in parts]
             if anti:
                 pieces = [t[: t.shape[0] // 2] for t in pieces] + [t[t.shape[0] // 2 :] for t in pieces]
             fields.append(torch.cat(pieces))
-        x, y, mid, dist, v, r, rep = fields
-        return PairSample(x, y, mid, dist, v, r, parts[0].delta, anti, rep, sum(p.n_rejected for p in parts))
+        return PairSample(*fields[:6], parts[0].delta, anti, fields[6], sum(p.n_rejected for p in parts),
+                          fields[7] if len(fields) > 7 else None)
 
 
 def check_delta(manifold, delta) -> float:
@@ -214,9 +218,16 @@ def _halves(fields, antithetic):
     return [[f[:h] for f in fields], [f[h:] for f in fields]]
 
 
-def _draw_block(manifold, strategy, delta, source, k, antithetic, replicate):
+def _draw_block(manifold, strategy, delta, source, k, antithetic, replicate, reject=True):
     """``k`` sampling units (``2k`` pairs if antithetic), redrawing units whose
-    pairs leave a manifold with boundary."""
+    pairs leave a manifold with boundary (unless ``reject`` is false: then
+    all candidates come back, with the mask ``inside``)."""
+    if not reject:
+        fields = _pairs_from_cube(manifold, strategy, delta, source.draw(k), antithetic)
+        ok = _accepted(manifold, fields[1], antithetic)
+        ok = torch.ones(k, dtype=torch.bool) if ok is None else ok
+        rep = torch.full((fields[0].shape[0],), replicate, dtype=torch.long)
+        return PairSample(*fields, delta, antithetic, rep, 0, torch.cat([ok, ok]) if antithetic else ok)
     kept, have, rejected = [], 0, 0
     while have < k:
         u = source.draw(k - have)
@@ -239,7 +250,8 @@ def _draw_block(manifold, strategy, delta, source, k, antithetic, replicate):
 
 
 def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
-               qmc: bool = False, seed: int = 0, qmc_replicates: int = 8) -> Iterator[PairSample]:
+               qmc: bool = False, seed: int = 0, qmc_replicates: int = 8,
+               reject: bool = True) -> Iterator[PairSample]:
     """Stream ``n`` pairs in blocks of :func:`block_size` pairs.
 
     Parameters are those of :func:`sample_pairs`. With ``antithetic``, ``n``
@@ -269,16 +281,16 @@ def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: 
         for rep in range(qmc_replicates):
             src = _CubeSource(dim, seed, True, rep)
             for start in range(0, units, block):
-                yield _draw_block(manifold, strat, delta, src, min(block, units - start), antithetic, rep)
+                yield _draw_block(manifold, strat, delta, src, min(block, units - start), antithetic, rep, reject)
     else:
         units = -(-n // per_unit)
         src = _CubeSource(dim, seed, False)
         for start in range(0, units, block):
-            yield _draw_block(manifold, strat, delta, src, min(block, units - start), antithetic, 0)
+            yield _draw_block(manifold, strat, delta, src, min(block, units - start), antithetic, 0, reject)
 
 
 def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
-                 qmc: bool = False, seed: int = 0, qmc_replicates: int = 8) -> PairSample:
+                 qmc: bool = False, seed: int = 0, qmc_replicates: int = 8, reject: bool = True) -> PairSample:
     """Draw ``n`` pairs at scale ``delta`` (THEORY.md section 2).
 
     Parameters
@@ -297,6 +309,12 @@ def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic
     seed : int
     qmc_replicates : int
         Independent scramblings for QMC (their spread gives the error).
+    reject : bool, default True
+        On a manifold with boundary, redraw pairs that leave it. With
+        ``False`` every candidate is returned (``y`` may lie outside ``M``) and
+        ``inside`` marks the ones the sampler would keep: the same candidates
+        then give both the sampler's law and ``mu``, which estimates the
+        boundary bias ``E_sampler[f] - E_mu[f]`` with little noise.
 
     Returns
     -------
@@ -306,4 +324,4 @@ def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic
         ``i + n/2`` is pair ``i`` with ``-v``.
     """
     return PairSample.concat(list(iter_pairs(manifold, n, delta, strategy=strategy, antithetic=antithetic,
-                                             qmc=qmc, seed=seed, qmc_replicates=qmc_replicates)))
+                                             qmc=qmc, seed=seed, qmc_replicates=qmc_replicates, reject=reject)))

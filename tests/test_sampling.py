@@ -112,3 +112,14 @@ def test_bad_input(kwargs, match):
     args = dict(n=100, delta=0.1) | kwargs
     with pytest.raises(ValueError, match=match):
         sample_pairs(Sphere(), args.pop("n"), args.pop("delta"), **args)
+
+
+def test_candidates_without_rejection_mark_the_accepted_ones():
+    R = SwissRoll(height=2.0)
+    cand = sample_pairs(R, 4000, 0.5, seed=0, antithetic=True, reject=False)
+    h = len(cand) // 2
+    both = R.contains(cand.y[:h]) & R.contains(cand.y[h:])
+    assert torch.equal(cand.inside[:h], both) and torch.equal(cand.inside[h:], both)
+    assert 0 < int((~both).sum()) < h
+    # on a manifold without boundary every candidate is inside
+    assert sample_pairs(Sphere(), 100, 0.1, reject=False).inside.all()
