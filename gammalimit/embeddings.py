@@ -1,19 +1,34 @@
 """Analytic encoders and their exact losses (THEORY.md section 5).
 
-Each closed form here is checked in the tests against Monte Carlo
-(:func:`gammalimit.discrete_loss`) and, where :mod:`gammalimit.symbolic`
-derives it, against the symbolic derivation.
+Each closed form here is a plain formula, checked in the tests against the
+symbolic derivation (:mod:`gammalimit.symbolic`), against the quadrature of
+the functional (:func:`gammalimit.continuum_loss`) and against Monte Carlo
+(:func:`gammalimit.discrete_loss`).
+
+Families of encoders, each with its exact ``L``, exact (or quadrature-exact)
+``L_delta`` and the minimiser of ``L`` over the family, share one interface
+(:class:`EmbeddingFamily`):
+
+- :class:`ScaledIdentityFamily`: ``a id`` on a circle or sphere,
+  ``diag(a1 I2, a2 I2)`` on the flat torus;
+- :class:`LinearChartFamily`: ``A u + b`` in a flat chart (the isometric
+  unrolling of the Swiss roll is :func:`unrolling`);
+- :class:`CircleEmbeddingFamily`: a closed curve of length ``ell`` mapped onto
+  a round circle of radius ``a ell / (2 pi)`` (:func:`optimal_circle_embedding`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
+from torch.func import jvp
 
-from .manifolds import Circle, FlatTorus, Sphere
+from .manifolds import Circle, ClosedCurve, FlatTorus, Sphere
+from .manifolds.base import DTYPE
 from .sampling import get_strategy
 
 
@@ -151,3 +166,264 @@ def optimal_round_scale(radius: float, lam: float) -> float:
     """Minimiser of ``L`` over ``a`` for ``a * id`` on a circle or sphere:
     ``a^2 = 1 - lam / (32 R^2)``, and ``0`` (collapse) for ``lam >= 32 R^2``."""
     return math.sqrt(max(0.0, 1 - lam / (32 * radius**2)))
+
+
+def optimal_torus_scales(radii, lam: float) -> tuple[float, float]:
+    """Minimiser of ``L`` over ``(a1, a2)`` for ``diag(a1 I2, a2 I2)`` on the flat torus.
+
+    ``L`` is a convex quadratic in ``b_i = a_i^2 >= 0`` (THEORY.md section 5);
+    where the stationary point
+    ``b1 = 1 + 3 lam / (256 R2^2) - 9 lam / (256 R1^2)`` (and ``1 <-> 2``)
+    is feasible it is the minimiser, otherwise the best point of the faces
+    ``b1 = 0`` or ``b2 = 0`` is.
+    """
+    (R1, R2), lam = (float(x) for x in radii), float(lam)
+    k1, k2 = 3 * lam / (128 * R1**2), 3 * lam / (128 * R2**2)
+
+    def value(b1, b2):
+        B1, B2 = b1 - 1, b2 - 1
+        return (3 * B1**2 + 3 * B2**2 + 2 * B1 * B2) / 8 + k1 * b1 + k2 * b2
+
+    # stationarity: (6 B1 + 2 B2)/8 + k1 = 0, (2 B1 + 6 B2)/8 + k2 = 0; on a face b_j = 0:
+    # (6 B_i - 2)/8 + k_i = 0
+    B1, B2 = np.linalg.solve([[6 / 8, 2 / 8], [2 / 8, 6 / 8]], [-k1, -k2])
+    candidates = [(1 + B1, 1 + B2), (0.0, max(0.0, 4 / 3 - 8 * k2 / 6)), (max(0.0, 4 / 3 - 8 * k1 / 6), 0.0)]
+    feasible = [c for c in candidates if min(c) >= 0]
+    b1, b2 = min(feasible, key=lambda c: value(*c))
+    return math.sqrt(b1), math.sqrt(b2)
+
+
+# --------------------------------------------------------------------------
+# families of analytic encoders
+
+
+class EmbeddingFamily(Protocol):
+    """A family of encoders with exact losses (THEORY.md section 5)."""
+
+    manifold: object
+
+    def encoder(self, params) -> torch.nn.Module:
+        """The encoder with these parameters."""
+
+    def continuum_loss(self, params, *, lam: float, strategy="shell") -> ExactLoss:
+        """Exact ``L``."""
+
+    def discrete_loss(self, params, *, delta: float, lam: float, strategy="shell") -> ExactLoss:
+        """Exact (or quadrature-exact) ``L_delta``."""
+
+    def minimiser(self, *, lam: float, strategy="shell"):
+        """Parameters minimising ``L`` over the family."""
+
+
+class ScaledIdentityFamily:
+    """``a id`` on a circle or sphere, ``diag(a1 I2, a2 I2)`` on the flat torus.
+
+    ``params`` is a scale or a pair of scales (:func:`scaled_identity`).
+    """
+
+    def __init__(self, manifold):
+        _check_closed_form_manifold(manifold)
+        self.manifold = manifold
+
+    def __repr__(self) -> str:
+        return f"ScaledIdentityFamily({self.manifold!r})"
+
+    def encoder(self, params) -> ScaledIdentity:
+        return scaled_identity(self.manifold, params)
+
+    def continuum_loss(self, params, *, lam, strategy="shell") -> ExactLoss:
+        return exact_continuum_loss(self.manifold, params, lam=lam, strategy=strategy)
+
+    def discrete_loss(self, params, *, delta, lam, strategy="shell") -> ExactLoss:
+        return exact_discrete_loss(self.manifold, params, delta=delta, lam=lam, strategy=strategy)
+
+    def minimiser(self, *, lam, strategy="shell") -> tuple[float, ...]:
+        """``(a,)`` on a circle or sphere, ``(a1, a2)`` on the torus (``kappa`` does not move it)."""
+        if isinstance(self.manifold, FlatTorus):
+            return optimal_torus_scales(self.manifold.radii, lam)
+        return (optimal_round_scale(self.manifold.radius, lam),)
+
+
+class ChartLinearMap(torch.nn.Module):
+    """``phi(x) = A u(x) + b`` with ``u`` the chart coordinates of ``x`` on ``M``.
+
+    Parameters
+    ----------
+    manifold : Manifold
+        With a flat, non-periodic chart (constant metric), e.g. :class:`SwissRoll`.
+    A : array_like, shape=[l, m]
+    b : array_like, shape=[l], optional
+    """
+
+    def __init__(self, manifold, A, b=None):
+        super().__init__()
+        A = torch.as_tensor(np.asarray(A, dtype=np.float64), dtype=DTYPE)
+        m = manifold.dim
+        if A.ndim != 2 or A.shape[1] != m:
+            raise ValueError(f"A must have shape (l, {m}) for {manifold!r}, got {tuple(A.shape)}")
+        self.manifold = manifold
+        self.register_buffer("A", A)
+        self.register_buffer("b", torch.zeros(A.shape[0], dtype=DTYPE) if b is None
+                             else torch.as_tensor(np.asarray(b, dtype=np.float64), dtype=DTYPE))
+
+    def forward(self, x):
+        return self.manifold.chart.inverse(x) @ self.A.T + self.b
+
+
+def flat_chart_metric(manifold) -> torch.Tensor:
+    """The constant metric ``g`` ``shape=[m, m]`` of a flat, non-periodic chart.
+
+    Raises ``ValueError`` if a coordinate is periodic (a linear function of
+    an angle is not a function on ``M``) or ``g`` varies over the chart.
+    """
+    chart = manifold.chart
+    if any(chart.periodic):
+        raise ValueError(f"{manifold!r} has periodic chart coordinates: linear maps of them are not "
+                         "functions on M")
+    lo, hi = torch.tensor(chart.lower, dtype=DTYPE), torch.tensor(chart.upper, dtype=DTYPE)
+    u = lo + (hi - lo) * torch.tensor([[0.0] * chart.dim, [0.5] * chart.dim, [1.0] * chart.dim,
+                                       [0.3, 0.8][: chart.dim] + [0.1] * max(0, chart.dim - 2)], dtype=DTYPE)
+    g = chart.metric(u)
+    if not torch.allclose(g, g[:1].expand_as(g), rtol=1e-12, atol=1e-14):
+        raise ValueError(f"the chart metric of {manifold!r} is not constant: linear maps have H != 0 there")
+    return g[0]
+
+
+class LinearChartFamily:
+    """``phi(x) = A u(x) + b`` on a flat chart (THEORY.md section 5).
+
+    ``H = 0`` (flat coordinates are geodesic), so
+    ``L = kappa (2|B|^2 + (tr B)^2) / (m(m+2))`` with ``B = E^T A^T A E - I``,
+    ``E = g^(-1/2)``. Each pair's penalties equal their limits exactly
+    (``|phi(y) - phi(x)| = delta r |A c|``, ``phi(av)`` is the midpoint), so
+    ``L_delta = L`` for every ``delta`` where pairs are not redrawn; near a
+    boundary the sampler's redraws bias the directions, and a Monte Carlo
+    ``L_delta`` of an anisotropic ``B`` differs by ``O(delta)``.
+    ``params`` is ``A`` (``shape=[l, m]``).
+    """
+
+    def __init__(self, manifold):
+        self.manifold = manifold
+        self.metric = flat_chart_metric(manifold)
+
+    def __repr__(self) -> str:
+        return f"LinearChartFamily({self.manifold!r})"
+
+    def encoder(self, params, b=None) -> ChartLinearMap:
+        return ChartLinearMap(self.manifold, params, b)
+
+    def distortion(self, params) -> torch.Tensor:
+        """``B = E^T A^T A E - I`` ``shape=[m, m]``, ``E = g^(-1/2)``."""
+        A = torch.as_tensor(np.asarray(params, dtype=np.float64), dtype=DTYPE)
+        w, V = torch.linalg.eigh(self.metric)
+        E = V @ torch.diag(w**-0.5) @ V.T
+        return E.T @ A.T @ A @ E - torch.eye(self.manifold.dim, dtype=DTYPE)
+
+    def continuum_loss(self, params, *, lam, strategy="shell") -> ExactLoss:
+        m = self.manifold.dim
+        B = self.distortion(params)
+        value = (2 * float((B**2).sum()) + float(torch.trace(B)) ** 2) / (m * (m + 2))
+        return ExactLoss(get_strategy(strategy).kappa(m) * value, 0.0, float(lam))
+
+    def discrete_loss(self, params, *, delta, lam, strategy="shell") -> ExactLoss:
+        """Equal to :meth:`continuum_loss` for every ``delta`` (no boundary redraws)."""
+        return self.continuum_loss(params, lam=lam, strategy=strategy)
+
+    def minimiser(self, *, lam, strategy="shell") -> torch.Tensor:
+        """An isometric ``A = g^(1/2)`` (``L = 0``; any ``Q g^(1/2)``, ``Q`` orthogonal, is one too)."""
+        w, V = torch.linalg.eigh(self.metric)
+        return V @ torch.diag(w**0.5) @ V.T
+
+
+def unrolling(manifold) -> ChartLinearMap:
+    """The isometric unrolling ``phi(x) = u(x)`` of a flat manifold with ``g = I``
+    (the Swiss roll's ``(s, h)``): ``L_delta = L = 0`` for every ``delta``."""
+    family = LinearChartFamily(manifold)
+    if not torch.allclose(family.metric, torch.eye(manifold.dim, dtype=DTYPE), rtol=1e-12, atol=1e-14):
+        raise ValueError(f"the chart of {manifold!r} is flat but not isometric (g != I)")
+    return family.encoder(torch.eye(manifold.dim, dtype=DTYPE))
+
+
+class CircleEmbedding(torch.nn.Module):
+    """A closed curve of length ``ell`` onto the round circle of radius ``a ell / (2 pi)``:
+    ``phi(x) = a rho (cos(s/rho), sin(s/rho))``, ``rho = ell / (2 pi)``, ``s`` the
+    arclength coordinate of ``x``.
+
+    ``phi o X`` is ``a id`` of the intrinsic circle of radius ``rho``, so its
+    losses are those of the scaled identity on ``Circle(rho)``, whatever the
+    curve looks like in the data space. The curve parameter of ``x`` is the
+    curve's nearest-point search (held constant) refined by three Newton
+    steps on ``<c(t) - x, c'(t)> = 0``, which carry exact derivatives up to
+    third order.
+
+    Parameters
+    ----------
+    curve : ClosedCurve
+    scale : float
+    """
+
+    def __init__(self, curve: ClosedCurve, scale: float):
+        super().__init__()
+        if not isinstance(curve, ClosedCurve):
+            raise TypeError(f"curve must be a ClosedCurve, got {type(curve).__name__}")
+        self.curve = curve
+        self.scale = float(scale)
+        self.rho = curve.length / (2 * math.pi)
+        self.register_buffer("_table_t", torch.arange(512, dtype=DTYPE) * (curve.period / 512))
+        self.register_buffer("_table_x", curve.curve(self._table_t))
+
+    def _derivatives(self, t):
+        def velocity(s):
+            return jvp(self.curve.curve, (s,), (torch.ones_like(s),))[1]
+
+        (c, dc), ddc = jvp(lambda s: (self.curve.curve(s), velocity(s)), (t,), (torch.ones_like(t),))
+        return c, dc, ddc[1]
+
+    def parameter(self, x):
+        """Curve parameter ``t`` of points on the curve, ``shape=[k]``, differentiable in ``x``."""
+        near = ((x.detach()[:, None, :] - self._table_x[None]) ** 2).sum(-1).argmin(1)
+        t = self._table_t[near]
+        for _ in range(8):  # converge without derivatives
+            c, dc, ddc = self._derivatives(t)
+            t = (t - ((c - x.detach()) * dc).sum(-1) / ((dc * dc).sum(-1) + ((c - x.detach()) * ddc).sum(-1))).detach()
+        for _ in range(3):
+            c, dc, ddc = self._derivatives(t)
+            t = t - ((c - x) * dc).sum(-1) / ((dc * dc).sum(-1) + ((c - x) * ddc).sum(-1))
+        return t
+
+    def forward(self, x):
+        angle = self.curve.sigma_of_t(self.parameter(x)) / self.rho
+        return self.scale * self.rho * torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+
+
+class CircleEmbeddingFamily:
+    """Round-circle embeddings of a closed curve (THEORY.md section 5): ``params`` is ``a``."""
+
+    def __init__(self, curve: ClosedCurve):
+        if not isinstance(curve, ClosedCurve):
+            raise TypeError(f"curve must be a ClosedCurve, got {type(curve).__name__}")
+        self.manifold = curve
+        self.intrinsic = Circle(curve.length / (2 * math.pi))
+
+    def __repr__(self) -> str:
+        return f"CircleEmbeddingFamily({self.manifold!r})"
+
+    def encoder(self, params) -> CircleEmbedding:
+        return CircleEmbedding(self.manifold, float(np.asarray(params).reshape(-1)[0]))
+
+    def continuum_loss(self, params, *, lam, strategy="shell") -> ExactLoss:
+        return exact_continuum_loss(self.intrinsic, params, lam=lam, strategy=strategy)
+
+    def discrete_loss(self, params, *, delta, lam, strategy="shell") -> ExactLoss:
+        return exact_discrete_loss(self.intrinsic, params, delta=delta, lam=lam, strategy=strategy)
+
+    def minimiser(self, *, lam, strategy="shell") -> tuple[float]:
+        """``a^2 = 1 - lam (2 pi)^2 / (32 ell^2)``."""
+        return (optimal_round_scale(self.intrinsic.radius, lam),)
+
+
+def optimal_circle_embedding(curve: ClosedCurve, lam: float) -> CircleEmbedding:
+    """The round-circle embedding of ``curve`` that minimises ``L``: radius
+    ``a ell / (2 pi)`` with ``a^2 = 1 - lam (2 pi)^2 / (32 ell^2)``."""
+    family = CircleEmbeddingFamily(curve)
+    return family.encoder(family.minimiser(lam=lam)[0])
