@@ -1,4 +1,4 @@
-"""Command line: ``gammalimit {loss, ...}``. Parses arguments, calls the library."""
+"""Command line: ``gammalimit {loss, limit, ...}``. Parses arguments, calls the library."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import sys
 
 from . import embeddings
+from .functional import continuum_loss
 from .loss import discrete_loss
 from .manifolds import Circle, ClosedCurve, FlatTorus, Sphere, SwissRoll
 from .sampling import STRATEGIES
@@ -68,6 +69,20 @@ def cmd_loss(args) -> dict:
         limit = embeddings.exact_continuum_loss(manifold, args.scale, lam=args.lam, strategy=args.strategy)
         out["L_delta_exact"] = exact.to_dict()
         out["L_exact"] = limit.to_dict()
+    L = continuum_loss(phi, manifold, lam=args.lam, strategy=args.strategy)
+    out["L"] = {k: getattr(L, k) for k in ("total", "distortion", "bending", "bending_normal",
+                                           "bending_tangential", "error")}
+    return out
+
+
+def cmd_limit(args) -> dict:
+    manifold = make_manifold(args)
+    phi = _encoder(manifold, args.scale)
+    L = continuum_loss(phi, manifold, lam=args.lam, strategy=args.strategy, nodes=args.nodes)
+    out = {"manifold": repr(manifold), "scale": list(args.scale), **L.to_dict()}
+    if isinstance(manifold, (Circle, Sphere, FlatTorus)):
+        out["L_exact"] = embeddings.exact_continuum_loss(manifold, args.scale, lam=args.lam,
+                                                         strategy=args.strategy).to_dict()
     return out
 
 
@@ -83,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--antithetic", action="store_true", help="pair v with -v")
     p.add_argument("--qmc", action="store_true", help="scrambled Sobol points")
     p.set_defaults(func=cmd_loss)
+
+    p = sub.add_parser("limit", help="the Gamma-limit L (continuum functional) for phi = scale * id, by quadrature")
+    _add_manifold_args(p)
+    p.add_argument("--nodes", type=int, default=None,
+                   help="quadrature nodes per chart coordinate (default: doubled until converged)")
+    p.set_defaults(func=cmd_limit)
     p = sub.add_parser("reproduce", help="run the studies and regenerate figures/")
     p.add_argument("studies", nargs="*", help="study names (default: all)")
     p.add_argument("--quick", action="store_true", help="small sizes, as the tests run them")

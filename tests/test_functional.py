@@ -1,6 +1,7 @@
 """The continuum functional L: pointwise geometry, two routes to H, quadrature, limit integrand."""
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -315,3 +316,34 @@ def test_points_outside_the_domain_are_errors_not_nan():
         continuum_loss(phi, M, lam=1.0, nodes=(8,))
     with pytest.raises(ValueError, match="lam"):
         continuum_loss(phi, M, lam=-1.0)
+
+
+# --------------------------------------------------------------------------
+# command line
+
+
+def test_cli_limit_prints_L_and_its_parts(capsys):
+    from gammalimit.cli import main
+
+    assert main(["limit", "--manifold", "torus", "--scale", "0.8,1.1", "--lam", "0.5", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    B1, B2 = 0.64 - 1, 1.21 - 1
+    expected = (3 * B1**2 + 3 * B2**2 + 2 * B1 * B2) / 8 + 0.5 * 3 / 128 * (0.64 + 1.21)
+    assert out["total"] == pytest.approx(expected, rel=1e-12)
+    assert out["total"] == pytest.approx(out["L_exact"]["total"], rel=1e-12)
+    assert out["bending_normal"] + out["bending_tangential"] == pytest.approx(out["bending"], rel=1e-12)
+    for key in ("distortion", "error", "n_nodes", "strategy"):
+        assert key in out
+    assert main(["limit", "--manifold", "sphere", "--scale", "0.8", "--lam", "-1"]) == 2
+    assert "lam" in capsys.readouterr().err
+
+
+def test_cli_loss_also_reports_L(capsys):
+    from gammalimit.cli import main
+
+    assert main(["loss", "--manifold", "sphere", "--scale", "0.9", "--delta", "0.01", "--n", "2000", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["L"]["total"] == pytest.approx(out["L_exact"]["total"], rel=1e-12)
+    assert main(["loss", "--manifold", "ellipse", "--delta", "0.05", "--n", "2000", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert abs(out["total"] - out["L"]["total"]) < 4 * out["stderr"] + 0.05 * out["L"]["total"]
