@@ -352,9 +352,9 @@ class CircleEmbedding(torch.nn.Module):
     ``phi o X`` is ``a id`` of the intrinsic circle of radius ``rho``, so its
     losses are those of the scaled identity on ``Circle(rho)``, whatever the
     curve looks like in the data space. The curve parameter of ``x`` is the
-    curve's nearest-point search (held constant) refined by three Newton
-    steps on ``<c(t) - x, c'(t)> = 0``, which carry exact derivatives up to
-    third order.
+    curve's own :meth:`~ClosedCurve.parameter_of` (held constant) refined by
+    two Newton steps on ``<c(t) - x, c'(t)> = 0``: from a converged start
+    they carry the implicit function's derivatives exactly up to third order.
 
     Parameters
     ----------
@@ -369,8 +369,6 @@ class CircleEmbedding(torch.nn.Module):
         self.curve = curve
         self.scale = float(scale)
         self.rho = curve.length / (2 * math.pi)
-        self.register_buffer("_table_t", torch.arange(512, dtype=DTYPE) * (curve.period / 512))
-        self.register_buffer("_table_x", curve.curve(self._table_t))
 
     def _derivatives(self, t):
         def velocity(s):
@@ -381,12 +379,8 @@ class CircleEmbedding(torch.nn.Module):
 
     def parameter(self, x):
         """Curve parameter ``t`` of points on the curve, ``shape=[k]``, differentiable in ``x``."""
-        near = ((x.detach()[:, None, :] - self._table_x[None]) ** 2).sum(-1).argmin(1)
-        t = self._table_t[near]
-        for _ in range(8):  # converge without derivatives
-            c, dc, ddc = self._derivatives(t)
-            t = (t - ((c - x.detach()) * dc).sum(-1) / ((dc * dc).sum(-1) + ((c - x.detach()) * ddc).sum(-1))).detach()
-        for _ in range(3):
+        t = self.curve.parameter_of(x.detach())
+        for _ in range(2):
             c, dc, ddc = self._derivatives(t)
             t = t - ((c - x) * dc).sum(-1) / ((dc * dc).sum(-1) + ((c - x) * ddc).sum(-1))
         return t

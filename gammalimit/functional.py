@@ -163,25 +163,28 @@ def bending_limit(Hvv: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return r**4 * BENDING_FACTOR * (Hvv**2).sum(-1)
 
 
-def tangent_projector(jacobian: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
-    """Orthogonal projector of ``R^l`` onto ``Dphi(T_x M)``, ``shape=[k, l, l]``.
+def tangent_basis(jacobian: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
+    """An orthonormal basis of ``Dphi(T_x M)`` in ``R^l``, ``shape=[k, l, m]``.
 
-    ``jacobian`` ``shape=[k, l, m]`` (any basis of ``T_x M``). Singular values
-    below ``rtol`` times the largest count as zero, so the projector is onto
-    the image of ``Dphi`` also where ``phi`` is not an immersion.
+    ``jacobian`` ``shape=[k, l, m]`` (any basis of ``T_x M``). Directions with
+    singular values below ``rtol`` times the largest are zeroed, so that
+    ``P_T = U U^T`` projects onto the image of ``Dphi`` also where ``phi`` is
+    not an immersion. (``P_T`` itself, ``shape=[k, l, l]``, is never formed:
+    ``l`` may be the number of pixels.)
     """
     U, s, _ = torch.linalg.svd(jacobian, full_matrices=False)
-    keep = (s > rtol * s[:, :1].clamp_min(torch.finfo(s.dtype).tiny)).to(U.dtype)
-    return (U * keep[:, None, :]) @ U.transpose(-1, -2)
+    keep = s > rtol * s[:, :1].clamp_min(torch.finfo(s.dtype).tiny)
+    return U * keep[:, None, :].to(U.dtype)
 
 
 def split_hessian(H: torch.Tensor, jacobian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``H = P_T H + P_N H``: parts tangent and normal to ``phi(M)``.
 
-    Where ``phi`` is an immersion, ``P_N H`` is the second fundamental form
-    ``II`` of the embedded manifold ``phi(M)``, evaluated on the frame; for an
-    isometric ``phi`` it is ``H``'s only part. Since the parts are
-    orthogonal, ``|H(v,v)|^2 = |P_T H(v,v)|^2 + |P_N H(v,v)|^2``.
+    ``P_T`` projects ``R^l`` orthogonally onto ``Dphi(T_x M)``
+    (:func:`tangent_basis`). Where ``phi`` is an immersion, ``P_N H`` is the
+    second fundamental form ``II`` of the embedded manifold ``phi(M)``,
+    evaluated on the frame; for an isometric ``phi`` it is ``H``'s only part.
+    Since the parts are orthogonal, ``|H(v,v)|^2 = |P_T H(v,v)|^2 + |P_N H(v,v)|^2``.
 
     Parameters
     ----------
@@ -193,7 +196,8 @@ def split_hessian(H: torch.Tensor, jacobian: torch.Tensor) -> tuple[torch.Tensor
     tangential, normal : tensor, each shape=[k, l, m, m]
     """
     k, l, m = jacobian.shape
-    tangential = (tangent_projector(jacobian) @ H.reshape(k, l, m * m)).reshape(H.shape)
+    U = tangent_basis(jacobian)
+    tangential = (U @ (U.transpose(1, 2) @ H.reshape(k, l, m * m))).reshape(H.shape)
     return tangential, H - tangential
 
 

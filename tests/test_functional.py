@@ -229,6 +229,22 @@ def test_chunking_and_float32_modules_do_not_change_the_result(monkeypatch):
     assert next(net.parameters()).dtype == torch.float32  # the module itself is untouched
 
 
+def test_wide_latent_space_on_the_circle():
+    """``l = 3000`` (an image-sized latent space): the split never forms an
+    ``l x l`` projector. Linear ``phi = W x`` on a circle of radius ``R``:
+    ``v.Bv = |W t|^2 - 1`` and ``H(v,v) = W II(v,v) = -W x / R^2``."""
+    R, lam = 1.4, 0.3
+    W = torch.randn(3000, 2, generator=torch.Generator().manual_seed(0)) / 40
+    L = continuum_loss(lambda x: x @ W.T, Circle(R), lam=lam)
+    ang = 2 * math.pi * torch.arange(64) / 64
+    t = torch.stack([-torch.sin(ang), torch.cos(ang)], -1)
+    dist = ((((t @ W.T) ** 2).sum(1) - 1) ** 2).mean()
+    bend = ((R * t.flip(1) * torch.tensor([-1.0, 1.0]) @ W.T / R**2) ** 2).sum(1).mean() / 16
+    assert L.distortion == pytest.approx(float(dist), rel=1e-12)
+    assert L.bending == pytest.approx(float(bend), rel=1e-12)
+    assert L.bending_tangential + L.bending_normal == pytest.approx(L.bending, rel=1e-12)
+
+
 # --------------------------------------------------------------------------
 # the per-pair limit integrand, and L_delta -> L
 
