@@ -144,7 +144,10 @@ class ClosedCurve:
     def parameter_of(self, x):
         """Curve parameter ``t`` of points on the curve, ``shape=[k]``: nearest
         point of a table, refined by Newton on ``<c(t) - x, c'(t)> = 0``."""
-        t = torch.cat([self._table_t[torch.cdist(xc, self._table_x).argmin(dim=1)] for xc in x.split(8192)])
+        # the table start is a constant (detached: cdist has no forward-mode
+        # derivative); the Newton steps carry the derivatives of t(x)
+        t = torch.cat([self._table_t[torch.cdist(xc, self._table_x).argmin(dim=1)]
+                       for xc in x.detach().split(8192)])
         w = 2 * math.pi / self.period * torch.arange(self._curve_coef.shape[0], dtype=DTYPE)
         for _ in range(5):
             e = torch.exp(1j * w * t[:, None])  # (k, modes)

@@ -174,3 +174,12 @@ def test_points_off_the_manifold_are_detected():
 def test_open_curve_is_rejected():
     with pytest.raises(ValueError, match="not closed"):
         ClosedCurve(lambda t: torch.stack([t, t**2], -1))
+
+
+def test_closed_curve_inverse_chart_is_forward_differentiable():
+    E = ClosedCurve.trefoil()
+    x = E.sample(3, torch.Generator().manual_seed(0))
+    T = E.tangent_frame(x)[:, :, 0]
+    J = torch.func.vmap(torch.func.jacfwd(lambda z: E.chart.inverse(z[None])[0]))(x)
+    # d sigma / dx along the unit tangent is 1
+    assert torch.allclose(torch.einsum("kin,kn->ki", J, T), torch.ones(3, 1), atol=1e-10)
