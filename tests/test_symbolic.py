@@ -157,7 +157,8 @@ def test_continuum_density_on_a_curved_nonorthogonal_chart_matches_numeric():
     dist, bend = S.continuum_density(phi_sym(X), (u1, u2), g, simplify=False)
 
     def embed(u):
-        return torch.stack([u[:, 0], u[:, 1], 0.3 * u[:, 0] ** 2 - 0.2 * u[:, 0] * u[:, 1] + torch.sin(u[:, 1]) / 10], -1)
+        height = 0.3 * u[:, 0] ** 2 - 0.2 * u[:, 0] * u[:, 1] + torch.sin(u[:, 1]) / 10
+        return torch.stack([u[:, 0], u[:, 1], height], -1)
 
     def metric(u):
         DX = torch.func.vmap(torch.func.jacfwd(lambda z: embed(z[None])[0]))(u)
