@@ -599,7 +599,15 @@ def geodesic_jet(phi, manifold, x, v, *, offset: float | None = None) -> tuple[t
             return jvp(lambda s: velocity(z, w, s), (torch.tensor(0.0),), (torch.tensor(1.0),))
 
         parts = [_differentiate(vmap(jet), x0[i : i + CHUNK], v0[i : i + CHUNK]) for i in range(0, x.shape[0], CHUNK)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    velocity, acceleration = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    bad = ~(torch.isfinite(velocity).all(-1) & torch.isfinite(acceleration).all(-1))
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(
+            f"phi has non-finite derivatives along the geodesic at {int(bad.sum())} of {x.shape[0]} points; "
+            f"first at x = {x[i].tolist()[:8]}: phi must be twice differentiable on M"
+        )
+    return velocity, acceleration
 
 
 # --------------------------------------------------------------------------

@@ -308,6 +308,9 @@ def test_bad_encoders_get_clear_errors():
     c = float(M.chart.embed(u)[0, 0])
     with pytest.raises(ValueError, match="non-finite first or second derivatives"):
         encoder_geometry(lambda x: x * (x[:, :1] - c).abs() ** 0.5, M, u=u)
+    x = M.chart.embed(u)
+    with pytest.raises(ValueError, match="non-finite derivatives along the geodesic"):
+        F.geodesic_jet(lambda x: x * (x[:, :1] - c).abs() ** 0.5, M, x, M.tangent_frame(x)[:, :, 0], offset=0)
 
 
 def test_points_outside_the_domain_are_errors_not_nan():
