@@ -1,0 +1,279 @@
+"""A scikit-learn style estimator for the ``L_delta`` encoder, and the measures
+that compare embeddings on a data manifold (issue 7).
+
+:class:`GammaEncoder` offers the encoder of :mod:`gammalimit.train` with the
+``fit``/``transform`` interface of ``sklearn.manifold`` (parameters stored by
+``__init__``, validated in ``fit``, ``random_state``, fitted attributes ending
+in ``_``), so that it can stand in a table beside Isomap or LLE.
+
+It is *not* a black-box method on a point cloud. ``L_delta`` (THEORY.md
+section 2) needs the Riemannian distance ``d(x, y)`` and average ``av(x, y)``
+of the data manifold, which a finite sample does not give. So ``fit(X)``
+checks that ``X`` lies on the named manifold and then trains on pairs drawn
+afresh from that manifold's measure ``mu`` at every step; the values of ``X``
+do not enter the training. A comparison with methods that see only ``X``
+must say so: the encoder has an oracle for the geometry and unlimited samples.
+
+The measures (float64, on codes ``shape=[k, l]``):
+
+- :func:`local_isometry_error`: RMS relative error of code distances against
+  geodesic distances, ``|s |c(x) - c(y)| / d(x, y) - 1|``, after the best
+  single global scale ``s`` (reported: an encoder that is isometric as it
+  stands has ``s = 1``, other methods fix their scale by convention);
+- :func:`gammalimit.autoencoder.midpoint_defect`: the bending, scale free;
+- :func:`procrustes_error`: relative error after the best similarity transform
+  (rotation or reflection, one scale, a shift) onto true flat coordinates.
+
+Requires scikit-learn (the optional extra ``compare``: ``pip install -e .[compare]``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+try:
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.utils import check_random_state
+    from sklearn.utils.validation import check_array, check_is_fitted
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("gammalimit.estimator needs scikit-learn: pip install -e '.[compare]'") from err
+
+from .loss import evaluate_encoder
+from .manifolds.base import DTYPE
+from .train import ENCODERS, MANIFOLDS, TrainConfig, float64_copy, make_manifold, train
+
+# --------------------------------------------------------------------------
+# measures
+
+
+def _codes(c) -> torch.Tensor:
+    c = torch.as_tensor(np.asarray(c) if not isinstance(c, torch.Tensor) else c).to(DTYPE)
+    if c.ndim != 2:
+        raise ValueError(f"codes must have shape (k, l), got {tuple(c.shape)}")
+    return c
+
+
+def local_isometry_error(code_x, code_y, dist, scale: float | None = None) -> dict:
+    """RMS relative distance error after the best global scale.
+
+    With ``q_i = |c(x_i) - c(y_i)| / d(x_i, y_i)``, the scale
+    ``s = sum q_i / sum q_i^2`` minimises ``sum (s q_i - 1)^2``, and
+
+        error = sqrt(mean((s q_i - 1)^2)).
+
+    Given ``scale``, that ``s`` is used instead (e.g. the in-sample scale for
+    held-out pairs).
+
+    Parameters
+    ----------
+    code_x, code_y : array, shape=[k, l]
+    dist : array, shape=[k]
+        Geodesic distances ``d(x_i, y_i) > 0``.
+    scale : float, optional
+
+    Returns
+    -------
+    dict
+        ``error`` (with the best or the given scale), ``scale`` ``s``, and
+        ``error_unscaled`` (``s = 1``: the codes as they stand).
+    """
+    cx, cy = _codes(code_x), _codes(code_y)
+    d = torch.as_tensor(np.asarray(dist) if not isinstance(dist, torch.Tensor) else dist).to(DTYPE)
+    q = torch.linalg.vector_norm(cx - cy, dim=-1) / d
+    s = q.sum() / (q**2).sum() if scale is None else torch.tensor(float(scale), dtype=DTYPE)
+    return {"error": float(((s * q - 1) ** 2).mean().sqrt()), "scale": float(s),
+            "error_unscaled": float(((q - 1) ** 2).mean().sqrt())}
+
+
+def procrustes_error(codes, flat) -> float:
+    """``min |s c R + b - u|_F / |u - mean(u)|_F`` over rotations and reflections
+    ``R``, scales ``s`` and shifts ``b``.
+
+    Parameters
+    ----------
+    codes : array, shape=[k, l]
+    flat : array, shape=[k, m]
+        True flat coordinates (an isometric chart), ``m <= l``; padded with
+        zeros to ``l`` columns.
+
+    Returns
+    -------
+    float
+        0 for codes that are a similarity transform of ``flat``; 1 for codes
+        carrying no linear information about it.
+    """
+    c, u = _codes(codes), _codes(flat)
+    if c.shape[0] != u.shape[0] or u.shape[1] > c.shape[1]:
+        raise ValueError(f"codes {tuple(c.shape)} and flat coordinates {tuple(u.shape)} must have the same "
+                         f"number of rows and no more columns than the codes")
+    c, u = c - c.mean(0), u - u.mean(0)
+    u = torch.cat([u, u.new_zeros(u.shape[0], c.shape[1] - u.shape[1])], 1)
+    # c^T u = U S V^T: the best R is U V^T, the best s is tr(S) / |c|^2; the
+    # residual is formed explicitly (|u|^2 - tr(S)^2/|c|^2 would cancel)
+    U, S, Vh = torch.linalg.svd(c.T @ u)
+    fitted = (S.sum() / (c**2).sum()) * c @ (U @ Vh)
+    return float(torch.linalg.matrix_norm(fitted - u) / torch.linalg.matrix_norm(u))
+
+
+# --------------------------------------------------------------------------
+# the estimator
+
+
+def resolve_manifold(manifold, n_pixels: int):
+    """``(name, manifold)`` for a name in :data:`gammalimit.train.MANIFOLDS`
+    or a manifold equal (by ``repr``) to the one that name builds."""
+    if manifold is None:
+        raise ValueError(
+            "GammaEncoder needs the data manifold the samples come from (manifold=<name>, one of "
+            f"{sorted(MANIFOLDS)}): L_delta uses its Riemannian distance and average, which a point cloud "
+            "does not give")
+    if isinstance(manifold, str):
+        if manifold not in MANIFOLDS:
+            raise ValueError(f"unknown manifold {manifold!r}; allowed: {sorted(MANIFOLDS)}")
+        return manifold, make_manifold(manifold, n_pixels)
+    for name in MANIFOLDS:
+        candidate = make_manifold(name, n_pixels)
+        if type(candidate) is type(manifold) and repr(candidate) == repr(manifold):
+            return name, candidate
+    raise ValueError(
+        f"manifold {manifold!r} is not one the trainer builds (gammalimit.train.MANIFOLDS with "
+        f"n_pixels={n_pixels}); pass one of {sorted(MANIFOLDS)}")
+
+
+class GammaEncoder(TransformerMixin, BaseEstimator):
+    """An encoder trained by ``L_delta`` with the scikit-learn estimator interface.
+
+    See the module docstring: ``fit`` trains on pairs drawn from ``manifold``,
+    not on the values of ``X``.
+
+    Parameters
+    ----------
+    manifold : str or Manifold
+        The data manifold: a name in :data:`gammalimit.train.MANIFOLDS`, or a
+        manifold equal to the one such a name builds. Required.
+    latent_dim : int, default 2
+        ``l >= m``.
+    delta : float, default 0.05
+        Pair scale, ``0 < delta <`` the manifold's injectivity radius.
+    lam : float, default 0.01
+        Bending weight, ``>= 0`` (units of length^2).
+    steps : int, default 1000
+        Optimiser steps.
+    batch_size : int, default 64
+        Pairs per step.
+    encoder : {"mlp", "conv"}, default "mlp"
+    hidden : tuple of int, default (128, 128)
+    lr : float, default 3e-3
+    warmup : int, default 50
+    strategy : {"shell", "ball"}, default "shell"
+    n_pixels : int, default 32
+        Grid size of the image manifolds.
+    random_state : int, RandomState instance or None
+        Seeds the initial weights and every training pair (``None``: a fresh
+        seed from numpy's global generator).
+    progress : bool, default False
+        Draw the trainer's progress bar.
+
+    Attributes
+    ----------
+    encoder_ : torch.nn.Module
+        The trained encoder, as a float64 copy.
+    config_ : gammalimit.train.TrainConfig
+    manifold_ : Manifold
+    n_features_in_ : int
+    loss_curve_ : list of float
+        Float32 training loss at every step.
+    fit_seconds_ : float
+        Wall time of ``fit`` (training included).
+    """
+
+    def __init__(self, manifold=None, latent_dim=2, delta=0.05, lam=0.01, steps=1000, batch_size=64,
+                 encoder="mlp", hidden=(128, 128), lr=3e-3, warmup=50, strategy="shell", n_pixels=32,
+                 random_state=None, progress=False):
+        self.manifold = manifold
+        self.latent_dim = latent_dim
+        self.delta = delta
+        self.lam = lam
+        self.steps = steps
+        self.batch_size = batch_size
+        self.encoder = encoder
+        self.hidden = hidden
+        self.lr = lr
+        self.warmup = warmup
+        self.strategy = strategy
+        self.n_pixels = n_pixels
+        self.random_state = random_state
+        self.progress = progress
+
+    def _config(self, name: str, seed: int) -> TrainConfig:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {self.encoder!r}")
+        try:
+            hidden = tuple(self.hidden)
+        except TypeError:
+            raise ValueError(f"hidden must be a tuple of integers >= 1, got {self.hidden!r}") from None
+        try:
+            return TrainConfig(manifold=name, latent_dim=self.latent_dim, delta=self.delta, lam=self.lam,
+                               steps=self.steps, batch_size=self.batch_size, encoder=self.encoder, hidden=hidden,
+                               lr=self.lr, warmup=self.warmup, strategy=self.strategy, seed=seed,
+                               n_pixels=self.n_pixels, limit="none")
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"GammaEncoder: {err}") from None
+
+    def fit(self, X, y=None):
+        """Train the encoder on pairs from ``manifold`` (``X`` is checked, not trained on).
+
+        Parameters
+        ----------
+        X : array, shape=[n_samples, ambient_dim]
+            Samples of the manifold; every row must lie on it.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        t0 = time.perf_counter()
+        if isinstance(self.n_pixels, bool) or not isinstance(self.n_pixels, (int, np.integer)) or self.n_pixels < 8:
+            raise ValueError(f"n_pixels must be an integer >= 8, got {self.n_pixels!r}")
+        name, manifold = resolve_manifold(self.manifold, int(self.n_pixels))
+        X = check_array(X, dtype=np.float64)
+        if X.shape[1] != manifold.ambient_dim:
+            raise ValueError(f"X has {X.shape[1]} features, but {manifold!r} lives in R^{manifold.ambient_dim}")
+        off = ~manifold.contains(torch.from_numpy(X), atol=1e-6)
+        if off.any():
+            i = int(off.nonzero()[0])
+            raise ValueError(f"{int(off.sum())} of {X.shape[0]} rows of X do not lie on {manifold!r} (first: row "
+                             f"{i}); GammaEncoder trains on pairs from that manifold, so X must be its samples")
+        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        config = self._config(name, seed)
+        result = train(config, progress=bool(self.progress), evaluate_final=False)
+        self.encoder_ = float64_copy(result.model)
+        self.config_ = config
+        self.manifold_ = manifold
+        self.n_features_in_ = X.shape[1]
+        self.loss_curve_ = [row["loss"] for row in result.history]
+        self.fit_seconds_ = time.perf_counter() - t0
+        return self
+
+    def transform(self, X):
+        """Codes of ``X``.
+
+        Parameters
+        ----------
+        X : array, shape=[n_samples, ambient_dim]
+
+        Returns
+        -------
+        ndarray, shape=[n_samples, latent_dim], float64
+        """
+        check_is_fitted(self, "encoder_")
+        X = check_array(X, dtype=np.float64)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but GammaEncoder was fitted with "
+                             f"{self.n_features_in_}")
+        with torch.no_grad():
+            return evaluate_encoder(self.encoder_, torch.from_numpy(X)).numpy()
