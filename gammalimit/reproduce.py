@@ -5,7 +5,9 @@ A study is a module in ``studies/`` with
 - ``Params``: a dataclass of its parameters, with a ``quick()`` classmethod;
 - ``run(params) -> dict``: plain data (numbers, lists), no plotting;
 - ``plot(data) -> matplotlib.figure.Figure``;
-- ``summary(data) -> list[dict]``: rows ``{quantity, measured, expected, passed}``.
+- ``summary(data) -> list[dict]``: rows ``{quantity, measured, expected, passed}``;
+- optionally ``extra_files(data) -> dict[str, str]``: more files (e.g. a
+  markdown table), by file name, written as text beside the figure.
 
 Figures and JSON are written atomically (to a temporary file, then renamed),
 so an interrupted run never leaves a half-written file behind. The JSON holds
@@ -119,6 +121,8 @@ def run_study(module, params, out_dir: Path, name: str | None = None) -> dict:
     out_dir = Path(out_dir)
     save_figure(fig, out_dir / f"{name}.png")
     save_json(record, out_dir / f"{name}.json")
+    for filename, text in getattr(module, "extra_files", lambda data: {})(data).items():
+        write_atomic(out_dir / filename, text.encode())
     return record
 
 
