@@ -109,7 +109,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes, as the tests run them")
     p.add_argument("--out", default=None, help="output folder (default: figures/ of the repository)")
     p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("train", help="train an encoder on L_delta alone (gammalimit.train)")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
     return parser
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_train_args(p):
+    from .train import ENCODERS, LIMIT_METHODS, MANIFOLDS
+
+    # default None: the value of TrainConfig, or of the stored run with --resume
+    p.add_argument("--manifold", choices=sorted(MANIFOLDS), default=None, help="default rotating-ellipse")
+    p.add_argument("--latent-dim", type=int, default=None, help="latent dimension l >= m (default 2)")
+    p.add_argument("--delta", type=float, default=None, help="pair scale (default 0.05)")
+    p.add_argument("--lam", type=float, default=None, help="bending weight (default 0.01)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 3000)")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 256)")
+    p.add_argument("--encoder", choices=ENCODERS, default=None, help="default mlp")
+    p.add_argument("--hidden", type=_ints, default=None, help="hidden widths, e.g. 128,128")
+    p.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 100)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--n-pixels", type=int, default=None, help="image size N of the image manifolds (default 32)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
+    p.add_argument("--eval-pairs", type=int, default=None, help="pairs of the final float64 L_delta")
+    p.add_argument("--limit", choices=LIMIT_METHODS, default=None, help="how to evaluate L (default quadrature)")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    p.add_argument("--out", default=None, help="run folder: checkpoint, metrics.csv, result.json")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_train(args) -> dict:
+    import dataclasses
+
+    from . import train as training
+
+    names = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.resume:
+        if args.out is None:
+            raise ValueError("--resume needs --out, the folder of the run to continue")
+        config = dataclasses.replace(training.load_config(args.out), **given)
+    else:
+        config = training.TrainConfig(**given)
+    result = training.train(config, out=args.out, resume=args.resume, progress=not args.no_progress)
+    ev = result.evaluation
+    return {"out": args.out, "manifold": config.manifold, "steps": result.steps, "seconds": result.seconds,
+            "pairs_per_second": result.pairs_per_second, "final_batch_loss": result.history[-1]["loss"],
+            "L_delta": ev["L_delta"]["total"], "L_delta_stderr": ev["L_delta"]["stderr"],
+            "L": ev["L"]["total"] if "L" in ev else None,
+            "float32_relative_error": ev["float32_relative_error"]["total"]}
 
 
 def cmd_reproduce(args):

@@ -1,0 +1,268 @@
+"""The trainer: it lowers L_delta, resumes bit for bit, and rejects bad input clearly."""
+
+import csv
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from gammalimit import Circle, discrete_loss
+from gammalimit.cli import main
+from gammalimit.embeddings import exact_continuum_loss, optimal_round_scale
+from gammalimit.train import (ConvEncoder, MLPEncoder, ProgressBar, TrainConfig, Trainer, TrainingDiverged,
+                              build_encoder, evaluate, float64_copy, pca_projection, step_seed, train)
+
+
+def circle_config(**kw):
+    base = dict(manifold="circle", latent_dim=2, delta=0.1, lam=0.1, steps=40, batch_size=32, hidden=(16,),
+                warmup=5, checkpoint_every=10, eval_pairs=512, seed=3)
+    return TrainConfig(**{**base, **kw})
+
+
+def l_delta(model, config, n=4096):
+    return discrete_loss(float64_copy(model), config.make_manifold(), delta=config.delta, lam=config.lam, n=n,
+                         antithetic=True, seed=11).total
+
+
+# --------------------------------------------------------------------------
+# training
+
+
+def test_short_run_lowers_L_delta():
+    config = circle_config(init="zero", steps=60, lr=3e-3)
+    before = l_delta(build_encoder(config, config.make_manifold()), config)
+    result = train(config, progress=False)
+    after = l_delta(result.model, config)
+    # from the collapsed start (codes ~ 0, L_delta ~ 1) to near the optimum of L
+    optimum = exact_continuum_loss(Circle(1.0), optimal_round_scale(1.0, config.lam), lam=config.lam).total
+    assert before > 0.5
+    assert after < 0.1 * before
+    assert after < 5 * optimum
+    assert len(result.history) == config.steps
+    assert result.evaluation["L_delta"]["total"] == pytest.approx(after, rel=0.05)
+
+
+def test_short_run_on_an_image_manifold():
+    config = TrainConfig(manifold="rotating-ellipse", n_pixels=20, latent_dim=2, delta=0.02, lam=0.01, steps=30,
+                         batch_size=32, hidden=(8,), warmup=3, eval_pairs=256, limit="none")
+    before = l_delta(build_encoder(config, config.make_manifold()), config, n=512)
+    result = train(config, progress=False)
+    assert result.evaluation["L_delta"]["total"] < before
+    assert result.pairs_per_second > 0
+
+
+def test_run_is_a_function_of_its_config():
+    a = train(circle_config(steps=12), progress=False, evaluate_final=False)
+    b = train(circle_config(steps=12), progress=False, evaluate_final=False)
+    c = train(circle_config(steps=12, seed=4), progress=False, evaluate_final=False)
+    assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
+    assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+    assert a.history[-1]["loss"] != c.history[-1]["loss"]
+
+
+def test_seed_and_default_dtype_do_not_change_the_initial_weights():
+    config = circle_config()
+    m1 = build_encoder(config, config.make_manifold())
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        m2 = build_encoder(config, config.make_manifold())
+    finally:
+        torch.set_default_dtype(old)
+    assert all(p.dtype == torch.float32 for p in m1.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_step_seeds_differ():
+    assert len({step_seed(0, s) for s in range(1000)} | {step_seed(1, s) for s in range(1000)}) == 2000
+
+
+# --------------------------------------------------------------------------
+# checkpoints and resume
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _metrics(path):
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    config = circle_config(steps=30, checkpoint_every=10)
+    full = train(config, out=tmp_path / "full", progress=False)
+
+    def stop(step, model):
+        if step == 17:  # after the checkpoint at step 10: steps 11-17 are lost and redone
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config, out=tmp_path / "cut", progress=False, callback=stop, probe_every=1)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 10
+    resumed = train(None, out=tmp_path / "cut", resume=True, progress=False)
+
+    for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q)
+    assert [r["loss"] for r in full.history] == [r["loss"] for r in resumed.history]
+    assert _metrics(tmp_path / "full" / "metrics.csv") == _metrics(tmp_path / "cut" / "metrics.csv")
+    ck_full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    ck_cut = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert ck_full["step"] == ck_cut["step"] == 30
+    for a, b in zip(ck_full["optimizer"]["state"].values(), ck_cut["optimizer"]["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert ck_full["scheduler"] == ck_cut["scheduler"]
+    assert resumed.evaluation["L_delta"] == full.evaluation["L_delta"] | {"seconds": resumed.evaluation["L_delta"]["seconds"]}
+    saved = json.loads((tmp_path / "cut" / "result.json").read_text())
+    assert saved["steps"] == 30 and saved["config"] == config.to_dict()
+
+
+def test_resume_refuses_another_config_and_fresh_runs_refuse_to_overwrite(tmp_path):
+    config = circle_config(steps=10)
+    train(config, out=tmp_path, progress=False, evaluate_final=False)
+    with pytest.raises(ValueError, match="another configuration.*lr"):
+        train(dataclasses.replace(config, lr=0.5), out=tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="checkpoint.pt exists.*resume"):
+        train(config, out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        train(config, out=tmp_path / "empty", resume=True, progress=False)
+
+
+# --------------------------------------------------------------------------
+# bad input
+
+
+def test_unknown_manifold():
+    with pytest.raises(ValueError, match="unknown manifold 'klein'.*allowed.*rotating-ellipse"):
+        TrainConfig(manifold="klein")
+
+
+def test_latent_dim_below_manifold_dim():
+    with pytest.raises(ValueError, match="latent_dim = 1 is below the dimension m = 2"):
+        TrainConfig(manifold="translating-blob", latent_dim=1)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("delta", 4.0, "injectivity radius"),
+    ("delta", float("nan"), "finite"),
+    ("lam", -1.0, "lam must be finite and >= 0"),
+    ("steps", 0, "steps must be an integer >= 1"),
+    ("lr", float("inf"), "lr must be finite"),
+    ("encoder", "conv", "needs an image manifold"),
+    ("batch_size", 48, "power of two"),
+    ("init", "pca", None),
+    ("limit", "exact", "limit must be one of"),
+])
+def test_bad_config_values(field, value, message):
+    if message is None:  # init='pca' without the linear path
+        with pytest.raises(ValueError, match="needs linear_skip=True"):
+            circle_config(linear_skip=False, init="pca")
+        return
+    with pytest.raises(ValueError, match=message):
+        circle_config(**{field: value})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_a_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="no CUDA device"):
+        circle_config(device="cuda")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    # an absurd learning rate: the first update sends the weights to ~1e30 and the loss overflows
+    config = circle_config(lr=1e30, warmup=0, checkpoint_every=1, steps=20)
+    with pytest.raises(TrainingDiverged, match=r"training stopped at step 2 of 20: the loss is not finite.*"
+                                               r"last good checkpoint \(step 1\) is kept") as info:
+        train(config, out=tmp_path, progress=False)
+    assert info.value.checkpoint == str(tmp_path / "checkpoint.pt")
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_diverging_loss_stops():
+    trainer = Trainer(circle_config(divergence_ratio=2.0), progress=False)
+    monitor = {"ema": None, "best": math.inf}
+    trainer._check_loss(torch.tensor(1.0), monitor, 0)
+    with pytest.raises(ValueError, match="exceeds divergence_ratio = 2"):
+        for _ in range(50):
+            trainer._check_loss(torch.tensor(100.0), monitor, 1)
+
+
+# --------------------------------------------------------------------------
+# encoders, evaluation, progress
+
+
+def test_conv_encoder_on_images():
+    config = TrainConfig(manifold="translating-blob", n_pixels=20, encoder="conv", channels=(4, 8), hidden=(16,),
+                         steps=3, batch_size=16, warmup=1, eval_pairs=64, limit="none")
+    M = config.make_manifold()
+    model = build_encoder(config, M)
+    assert isinstance(model, ConvEncoder)
+    x = M.sample(5, generator=torch.Generator().manual_seed(0)).float()
+    assert model(x).shape == (5, 2)
+    result = train(config, progress=False)
+    assert math.isfinite(result.evaluation["L_delta"]["total"])
+
+
+def test_pca_start_keeps_unit_tangents():
+    M = Circle(2.0)
+    x = M.sample(256, generator=torch.Generator().manual_seed(0))
+    W = pca_projection(M, x, 3)
+    assert W.shape == (3, 2)
+    assert torch.allclose(W[:2] @ W[:2].T, torch.eye(2, dtype=W.dtype), atol=1e-12)  # the identity, rotated
+    assert torch.equal(W[2], torch.zeros(2, dtype=W.dtype))
+    assert isinstance(build_encoder(circle_config(), M), MLPEncoder)
+
+
+def test_evaluation_reports_float32_cost_and_L():
+    config = circle_config(steps=5)
+    result = train(config, progress=False)
+    ev = result.evaluation
+    assert ev["float32_relative_error"]["total"] <= ev["float32_roundoff_bound"]
+    assert ev["L"]["method"] == "quadrature" and ev["L"]["converged"]
+    mc = evaluate(result.model, dataclasses.replace(config, limit="monte-carlo", eval_pairs=2048))
+    assert mc["L"]["total"] == pytest.approx(ev["L"]["total"], abs=5 * mc["L"]["stderr"] + 1e-12)
+
+
+def test_progress_bar_writes_lines_to_a_file(tmp_path):
+    with open(tmp_path / "log", "w") as f:
+        bar = ProgressBar(100, stream=f)
+        for step in range(1, 101):
+            bar.update(step, "loss 1")
+        bar.close()
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("[" + "#" * 24 + "] 100/100 loss 1")
+
+
+# --------------------------------------------------------------------------
+# command line
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = ["train", "--manifold", "circle", "--latent-dim", "2", "--delta", "0.1", "--lam", "0.1", "--steps", "12",
+            "--batch-size", "16", "--hidden", "8", "--checkpoint-every", "5", "--eval-pairs", "256", "--out", out,
+            "--no-progress", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["steps"] == 12 and first["L_delta"] > 0
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        assert len(f.readlines()) == 13
+    # resuming a finished run with its own stored config: nothing left to do, same result
+    assert main(["train", "--out", out, "--resume", "--no-progress", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["L_delta"] == first["L_delta"]
+    assert main(["train", "--out", out, "--resume", "--lr", "0.5", "--no-progress"]) == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+def test_cli_train_errors(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--manifold", "klein"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["train", "--manifold", "periodic-blob", "--latent-dim", "1", "--no-progress"]) == 2
+    assert "latent_dim = 1 is below the dimension m = 2" in capsys.readouterr().err
