@@ -21,7 +21,7 @@ MANIFOLDS = {
 }
 NAMES = sorted(MANIFOLDS)
 
-settings.register_profile("images", max_examples=20, deadline=None)
+settings.register_profile("images", max_examples=8, deadline=None)
 
 
 def _chart_points(M, k, seed):

@@ -20,14 +20,14 @@ MANIFOLDS = {
 }
 NAMES = sorted(MANIFOLDS)
 
-settings.register_profile("geometry", max_examples=25, deadline=None)
+settings.register_profile("geometry", max_examples=15, deadline=None)
 settings.load_profile("geometry")
 
 
 def _pairs(M, seed, frac):
     """Points, unit directions and a step ``t = frac * injectivity radius``."""
     g = torch.Generator().manual_seed(seed)
-    x = M.sample(64, g)
+    x = M.sample(32, g)
     v = M.random_unit_tangent(x, g)
     t = frac * min(M.injectivity_radius, 5.0)
     return x, v, t
