@@ -6,13 +6,16 @@ manifolds, :class:`ConvEncoder`) is trained to minimise
     L_delta[phi] = E[ l_D + lam * l_B ]
 
 on pairs drawn afresh every step from the manifold: float64 pairs from
-:func:`gammalimit.sampling.sample_pairs`, cast to float32 for the forward
-pass, with the per-pair form :func:`gammalimit.loss.pair_terms`. No decoder.
-The optimiser is AdamW with a linear warm-up and a cosine decay of the
-learning rate. The trained encoder is evaluated in float64: ``L_delta`` by
-:func:`gammalimit.discrete_loss` (a fixed evaluation seed, antithetic pairs)
-and ``L`` by :func:`gammalimit.continuum_loss` (quadrature) or, where that is
-too slow, by the mean of :func:`gammalimit.limit_integrand` over sampled pairs.
+:func:`gammalimit.sampling.sample_pairs` (two scrambled Sobol sequences per
+batch, antithetic), cast to float32 for the forward pass, with the per-pair
+form :func:`gammalimit.loss.pair_terms`. No decoder. The optimiser is AdamW
+with a linear warm-up and a cosine decay of the learning rate; the encoder's
+linear path starts at the PCA projection of the data and learns at a higher
+rate than its hidden layers (:class:`TrainConfig` says why). The trained
+encoder is evaluated in float64: ``L_delta`` by :func:`gammalimit.discrete_loss`
+(a fixed evaluation seed, antithetic pairs) and ``L`` by
+:func:`gammalimit.continuum_loss` quadrature (or the mean of
+:func:`gammalimit.limit_integrand` over sampled pairs, see :func:`limit_estimate`).
 
 Reproducibility: the seed fixes the initial weights and the pairs of every
 step (step ``s`` draws its pairs with a seed derived from ``(seed, s)``), so a
@@ -653,8 +656,10 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, manifold=None) -> dict
         ``float32_relative_error``: ``|mean(l32) - mean(l64)| / mean(l64)``
         of the penalties of the float32 and float64 encoders on the same
         :data:`FLOAT32_PAIRS` pairs (``total``, ``distortion``, ``bending``),
-        beside ``float32_roundoff_bound = eps_32 / delta^2``, THEORY.md
-        section 4's estimate for the bending term.
+        and ``float32_pair_rms_error``, the root mean square of the per-pair
+        differences over the same mean (round-off that averages out in the
+        mean shows here), beside ``float32_roundoff_bound = eps_32 / delta^2``,
+        THEORY.md section 4's estimate for the bending term.
         ``L``: :func:`limit_estimate` with ``config.limit`` (absent for ``"none"``).
     """
     manifold = manifold or config.make_manifold()
@@ -668,11 +673,14 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, manifold=None) -> dict
                          antithetic=True, seed=config.eval_seed)
     with torch.no_grad():
         t64, t32 = pair_terms(phi64, pairs), pair_terms(phi32, pairs)
-    rel = {}
+    rel, per_pair = {}, {}
     for key in ("total", "distortion", "bending"):
-        a, b = ((t.total(config.lam) if key == "total" else getattr(t, key)).to(DTYPE).mean() for t in (t64, t32))
-        rel[key] = float(abs(b - a) / max(abs(float(a)), 1e-300))
+        a, b = ((t.total(config.lam) if key == "total" else getattr(t, key)).to(DTYPE) for t in (t64, t32))
+        scale = max(abs(float(a.mean())), 1e-300)
+        rel[key] = float(abs(b.mean() - a.mean())) / scale
+        per_pair[key] = float(torch.sqrt(((b - a) ** 2).mean())) / scale
     out["float32_relative_error"] = rel
+    out["float32_pair_rms_error"] = per_pair
     out["float32_roundoff_bound"] = roundoff_error(TRAIN_DTYPE, config.delta)
     if config.limit != "none":
         out["L"] = limit_estimate(phi64, manifold, lam=config.lam, strategy=config.strategy, method=config.limit,
@@ -830,7 +838,7 @@ class Trainer:
             raise ValueError("resume needs an output folder (out) holding a checkpoint")
         if not path.exists():
             raise ValueError(f"no checkpoint to resume from: {path} does not exist")
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (format {state.get('format')!r})")
         saved = TrainConfig.from_dict(state["config"])
