@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.func import jacfwd, jvp, vmap
 
-from .loss import PairTerms, _Moments, check_lam, evaluate_encoder, pair_terms
+from .loss import PairTerms, UnitStatistics, check_lam, evaluate_encoder, pair_terms
 from .manifolds.base import DTYPE
 from .sampling import PairSample, get_strategy, iter_pairs
 
@@ -929,7 +929,7 @@ def discrete_minus_limit(phi, manifold, *, delta: float, lam: float, n: int, str
     lam = check_lam(lam)
     strat = get_strategy(strategy)
     phi_fn = encoder_function(phi)
-    per_rep: dict[int, _Moments] = {}
+    stats = UnitStatistics(3, antithetic=antithetic, qmc=qmc)
     n_pairs, first = 0, True
     for pairs in iter_pairs(manifold, n, delta, strategy=strat, antithetic=antithetic, qmc=qmc, seed=seed,
                             qmc_replicates=qmc_replicates):
@@ -937,19 +937,10 @@ def discrete_minus_limit(phi, manifold, *, delta: float, lam: float, n: int, str
             terms = pair_terms(phi_fn, pairs)
         limit = limit_terms(phi_fn, manifold, pairs, route=route, check=first)
         first = False
-        values = torch.stack([terms.distortion - limit.distortion, terms.bending - limit.bending,
-                              limit.total(lam)], -1).to(DTYPE)
-        if antithetic:
-            h = values.shape[0] // 2
-            values = 0.5 * (values[:h] + values[h:])
-        per_rep.setdefault(int(pairs.replicate[0]), _Moments(3)).update(values)
+        stats.add(torch.stack([terms.distortion - limit.distortion, terms.bending - limit.bending,
+                               limit.total(lam)], -1), pairs.replicate[0])
         n_pairs += len(pairs)
-    if qmc:
-        means = torch.stack([mom.mean for mom in per_rep.values()])
-        mean, cov = means.mean(0), torch.cov(means.T) / means.shape[0]
-    else:
-        (mom,) = per_rep.values()
-        mean, cov = mom.mean, mom.covariance() / mom.n
+    mean, cov, _ = stats.result()
     w = torch.tensor([1.0, lam, 0.0], dtype=DTYPE)
     return GapEstimate(
         total=float(w @ mean),
@@ -961,7 +952,7 @@ def discrete_minus_limit(phi, manifold, *, delta: float, lam: float, n: int, str
         limit_total=float(mean[2]),
         limit_stderr=math.sqrt(max(0.0, float(cov[2, 2]))),
         n=n_pairs,
-        n_units=sum(mom.n for mom in per_rep.values()),
+        n_units=stats.n_units,
         delta=float(delta),
         lam=lam,
         strategy=strat.name,

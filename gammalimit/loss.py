@@ -167,6 +167,42 @@ class _Moments:
         return self.m2 / max(1, self.n - 1)
 
 
+class UnitStatistics:
+    """Mean and covariance of per-pair vectors over sampling units.
+
+    A unit is a pair, an antithetic couple (pairs ``i`` and ``i + k/2`` of a
+    block, averaged), and with QMC the mean of one scrambled replicate: the
+    standard error then comes from the spread of the replicate means.
+    """
+
+    def __init__(self, d: int, *, antithetic: bool, qmc: bool):
+        self.d, self.antithetic, self.qmc = d, antithetic, qmc
+        self.per_rep: dict[int, _Moments] = {}
+
+    def add(self, values: torch.Tensor, replicate: int) -> None:
+        """``values`` ``shape=[k, d]``: one row per pair of a block."""
+        values = values.to(DTYPE)
+        if self.antithetic:
+            h = values.shape[0] // 2
+            values = 0.5 * (values[:h] + values[h:])
+        self.per_rep.setdefault(int(replicate), _Moments(self.d)).update(values)
+
+    @property
+    def n_units(self) -> int:
+        return sum(m.n for m in self.per_rep.values())
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``mean`` ``shape=[d]``, covariance of the mean ``shape=[d, d]``, and
+        covariance per unit ``shape=[d, d]``."""
+        moments = list(self.per_rep.values())
+        unit_cov = sum(m.covariance() for m in moments) / len(moments)
+        if self.qmc:
+            means = torch.stack([m.mean for m in moments])
+            return means.mean(0), torch.cov(means.T).reshape(self.d, self.d) / means.shape[0], unit_cov
+        (mom,) = moments
+        return mom.mean, mom.covariance() / mom.n, unit_cov
+
+
 @dataclass
 class LossEstimate:
     """A Monte Carlo estimate of ``L_delta`` and its parts.
@@ -245,7 +281,7 @@ def discrete_loss(phi, manifold, *, delta: float, lam: float, n: int, strategy="
     lam = check_lam(lam)
     strat = get_strategy(strategy)
     with torch.no_grad():
-        per_rep: dict[int, _Moments] = {}
+        stats = UnitStatistics(2, antithetic=antithetic, qmc=qmc)
         n_pairs, rejected, warned = 0, 0, False
         for pairs in iter_pairs(manifold, n, delta, strategy=strat, antithetic=antithetic, qmc=qmc,
                                 seed=seed, qmc_replicates=qmc_replicates):
@@ -253,25 +289,13 @@ def discrete_loss(phi, manifold, *, delta: float, lam: float, n: int, strategy="
             if not warned:
                 _warn_roundoff(terms.distortion.dtype, pairs.delta)
                 warned = True
-            values = torch.stack([terms.distortion, terms.bending], -1).to(DTYPE)
-            if antithetic:
-                h = values.shape[0] // 2
-                values = 0.5 * (values[:h] + values[h:])
-            per_rep.setdefault(int(pairs.replicate[0]), _Moments(2)).update(values)
+            stats.add(torch.stack([terms.distortion, terms.bending], -1), pairs.replicate[0])
             n_pairs += len(pairs)
             rejected += pairs.n_rejected
     w = torch.tensor([1.0, lam], dtype=DTYPE)
-    if qmc:
-        means = torch.stack([m.mean for m in per_rep.values()])
-        mean = means.mean(0)
-        cov_of_mean = torch.cov(means.T) / means.shape[0]
-        unit_var = float(w @ sum(m.covariance() for m in per_rep.values()) @ w) / len(per_rep)
-    else:
-        (mom,) = per_rep.values()
-        mean = mom.mean
-        cov_of_mean = mom.covariance() / mom.n
-        unit_var = float(w @ mom.covariance() @ w)
-    units = sum(m.n for m in per_rep.values())
+    mean, cov_of_mean, unit_cov = stats.result()
+    unit_var = float(w @ unit_cov @ w)
+    units = stats.n_units
     return LossEstimate(
         total=float(w @ mean),
         distortion=float(mean[0]),
