@@ -1,0 +1,347 @@
+"""The L_delta encoder beside the manifold-learning methods users would
+otherwise pick (issue 7): scikit-learn's Isomap, LocallyLinearEmbedding
+(standard, Hessian, LTSA), SpectralEmbedding and MDS on the same samples of
+SwissRoll, FlatTorus, Sphere, TranslatingBlob, RotatingEllipse and
+PeriodicBlob. Measured: local isometry error at scale delta (after the best
+single global scale, for every method), the bending (latent midpoint defect),
+Procrustes error against the true flat coordinates where they exist,
+out-of-sample isometry error where the method has `transform`, and fit time.
+Writes peers.md (the table) beside peers.png and peers.json."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import time
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gammalimit.autoencoder import midpoint_defect  # noqa: E402
+from gammalimit.estimator import GammaEncoder, local_isometry_error, procrustes_error  # noqa: E402
+from gammalimit.manifolds import SwissRoll, TranslatingBlob  # noqa: E402
+from gammalimit.sampling import sample_pairs  # noqa: E402
+from gammalimit.train import make_manifold  # noqa: E402
+
+OURS = "L_delta encoder"
+PEERS = ("Isomap", "LLE", "Hessian LLE", "LTSA", "Spectral", "MDS")
+METHODS = (OURS,) + PEERS
+
+
+@dataclass(frozen=True)
+class Case:
+    """A manifold, the latent dimension every method gets, the scale, and
+    how our encoder is trained (image manifolds: as in studies/train_images.py)."""
+
+    manifold: str
+    latent_dim: int
+    delta: float
+    lam: float
+    steps: int
+    flat: bool  # intrinsically flat: the goal (our isometry error below every peer's) applies
+
+
+CASES = (Case("swissroll", 2, 2.0, 1.0, 1000, True),
+         Case("torus", 4, 0.3, 0.01, 1000, True),
+         Case("sphere", 3, 0.3, 0.01, 1000, False),
+         Case("translating-blob", 2, 0.05, 0.01, 800, True),
+         Case("rotating-ellipse", 2, 0.02, 0.01, 1000, True),
+         Case("periodic-blob", 4, 0.05, 0.1, 1000, True))
+
+
+@dataclass
+class Params:
+    cases: tuple = CASES
+    methods: tuple = METHODS
+    n_pixels: int = 32
+    n_pairs: int = 400          # the fitted sample is [x; y; av(x, y)]: 3 n_pairs points
+    n_test_pairs: int = 200     # held out, for transform
+    mds_pairs: int = 100        # MDS (SMACOF, O(n^2) per iteration) sees the first 3 mds_pairs points
+    n_neighbors: int = 12
+    batch_size: int = 128
+    hidden: tuple = (128, 128)
+    seed: int = 0
+    quick_mode: bool = False
+
+    @classmethod
+    def quick(cls) -> "Params":
+        cases = tuple(replace(c, steps=40) for c in CASES if c.manifold in ("swissroll", "translating-blob"))
+        return cls(cases=cases, n_pixels=24, n_pairs=60, n_test_pairs=30, mds_pairs=30, batch_size=32,
+                   hidden=(32,), quick_mode=True)
+
+
+def _with_supported(cls, **kw):
+    """``cls(**kw)`` without the keywords this scikit-learn version lacks."""
+    names = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in kw.items() if k in names})
+
+
+def make_method(name: str, case: Case, p: Params):
+    from sklearn.manifold import MDS, Isomap, LocallyLinearEmbedding, SpectralEmbedding
+
+    k, l, seed = p.n_neighbors, case.latent_dim, p.seed
+    if name == OURS:
+        return GammaEncoder(manifold=case.manifold, latent_dim=l, delta=case.delta, lam=case.lam,
+                            steps=case.steps, batch_size=p.batch_size, hidden=tuple(p.hidden),
+                            warmup=min(100, case.steps // 10), n_pixels=p.n_pixels, random_state=seed)
+    if name == "Isomap":
+        return Isomap(n_neighbors=k, n_components=l)
+    if name in ("LLE", "Hessian LLE", "LTSA"):
+        method = {"LLE": "standard", "Hessian LLE": "hessian", "LTSA": "ltsa"}[name]
+        # Hessian LLE needs n_neighbors > l (l + 3) / 2
+        kk = max(k, l * (l + 3) // 2 + 1) if method == "hessian" else k
+        return LocallyLinearEmbedding(n_neighbors=kk, n_components=l, method=method, eigen_solver="dense",
+                                      random_state=seed)
+    if name == "Spectral":
+        return SpectralEmbedding(n_components=l, affinity="nearest_neighbors", n_neighbors=k, random_state=seed)
+    if name == "MDS":
+        return _with_supported(MDS, n_components=l, n_init=1, init="classical_mds", random_state=seed)
+    raise ValueError(f"unknown method {name!r}; allowed: {list(METHODS)}")
+
+
+def flat_coordinates(manifold, x):
+    """True flat (isometric) global coordinates, or ``None`` where there are none."""
+    if isinstance(manifold, SwissRoll):
+        return manifold.unrolled(x)
+    if isinstance(manifold, TranslatingBlob):
+        return math.sqrt(manifold.metric_scale) * manifold.centres(x)
+    return None
+
+
+def _triples(pairs):
+    return torch.cat([pairs.x, pairs.y, pairs.midpoint]).numpy()
+
+
+def evaluate_method(name, case, p, M, fit_pairs, test_pairs) -> dict:
+    n = len(fit_pairs)
+    if name == "MDS":
+        n = min(n, p.mds_pairs)
+        fit_pairs = type(fit_pairs)(fit_pairs.x[:n], fit_pairs.y[:n], fit_pairs.midpoint[:n], fit_pairs.dist[:n],
+                                    fit_pairs.v[:n], fit_pairs.r[:n], fit_pairs.delta)
+    X = _triples(fit_pairs)
+    est = make_method(name, case, p)
+    t0 = time.perf_counter()
+    try:
+        est.fit(X)
+    except Exception as err:  # a peer that fails on this manifold is reported, not hidden
+        return {"method": name, "failed": f"{type(err).__name__}: {err}".splitlines()[0][:200],
+                "trace": traceback.format_exc(limit=2)}
+    seconds = time.perf_counter() - t0
+    E = est.transform(X) if name == OURS else est.embedding_
+    E = torch.as_tensor(np.asarray(E, dtype=np.float64))
+    iso = local_isometry_error(E[:n], E[n:2 * n], fit_pairs.dist)
+    out = {"method": name, "fit_seconds": seconds, "n_fit": X.shape[0],
+           "isometry_error": iso["error"], "scale": iso["scale"], "isometry_error_unscaled": iso["error_unscaled"],
+           "midpoint_defect": float(midpoint_defect(E[:n], E[n:2 * n], E[2 * n:]).mean()),
+           "procrustes_error": None, "out_of_sample_error": None,
+           "finite": bool(torch.isfinite(E).all())}
+    flat = flat_coordinates(M, torch.from_numpy(X))
+    if flat is not None:
+        out["procrustes_error"] = procrustes_error(E, flat)
+    if hasattr(est, "transform") and name != "MDS":
+        m = len(test_pairs)
+        Et = torch.as_tensor(np.asarray(est.transform(_triples(test_pairs)), dtype=np.float64))
+        out["out_of_sample_error"] = local_isometry_error(Et[:m], Et[m:2 * m], test_pairs.dist,
+                                                          scale=iso["scale"])["error"]
+    return out
+
+
+def run_case(case: Case, p: Params) -> dict:
+    M = make_manifold(case.manifold, p.n_pixels)
+    fit_pairs = sample_pairs(M, p.n_pairs, case.delta, seed=p.seed + 1)
+    test_pairs = sample_pairs(M, p.n_test_pairs, case.delta, seed=p.seed + 2)
+    # the measures themselves: an exact isometric chart has no error, no defect
+    flat = flat_coordinates(M, torch.cat([fit_pairs.x, fit_pairs.y, fit_pairs.midpoint]))
+    check = None
+    if flat is not None:
+        n = len(fit_pairs)
+        check = max(local_isometry_error(flat[:n], flat[n:2 * n], fit_pairs.dist)["error"],
+                    float(midpoint_defect(flat[:n], flat[n:2 * n], flat[2 * n:]).max()),
+                    procrustes_error(flat @ torch.tensor([[0.6, -0.8], [0.8, 0.6]], dtype=flat.dtype) * 3 + 1, flat))
+    results = [evaluate_method(name, case, p, M, fit_pairs, test_pairs) for name in p.methods]
+    return {"manifold": case.manifold, "repr": repr(M), "case": case, "exact_chart_check": check,
+            "results": results}
+
+
+def run(p: Params) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            cases = [run_case(c, p) for c in p.cases]
+    finally:
+        torch.set_num_threads(threads)
+    data = {"quick": p.quick_mode, "methods": list(p.methods), "cases": cases, "n_neighbors": p.n_neighbors,
+            "n_pairs": p.n_pairs, "mds_pairs": p.mds_pairs}
+    data["markdown"] = markdown_table(data)
+    return data
+
+
+def _fmt(v, digits=3):
+    if v is None:
+        return "n/a"
+    return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+
+
+def _verdicts(case: dict) -> dict:
+    """For each flat manifold: is our isometry error below every peer's?"""
+    ours = next((r for r in case["results"] if r["method"] == OURS and "failed" not in r), None)
+    peers = [r for r in case["results"] if r["method"] != OURS and "failed" not in r]
+    if ours is None or not peers:
+        return {"ours": None, "best_peer": None, "best_peer_error": None, "holds": None}
+    best = min(peers, key=lambda r: r["isometry_error"])
+    return {"ours": ours["isometry_error"], "best_peer": best["method"], "best_peer_error": best["isometry_error"],
+            "holds": ours["isometry_error"] < best["isometry_error"]}
+
+
+def markdown_table(data: dict) -> str:
+    lines = [
+        "# L_delta encoder beside scikit-learn's manifold learners",
+        "",
+        f"Same samples for every method: {3 * data['n_pairs']} points `[x; y; av(x, y)]` from {data['n_pairs']} "
+        f"pairs at geodesic distance exactly `delta` (MDS: the first {3 * data['mds_pairs']}, since SMACOF costs "
+        f"O(n^2) per iteration). Every method embeds into the same dimension `l`; neighbourhood methods use "
+        f"{data['n_neighbors']} neighbours (Hessian LLE at least `l(l+3)/2 + 1`).",
+        "",
+        "- *isometry*: RMS of `s |c(x) - c(y)| / d(x, y) - 1` over the pairs, with the best single global "
+        "scale `s` for every method (ours included; `s` is reported: 1 means isometric as it stands).",
+        "- *defect*: mean latent midpoint defect `|c(av) - (c(x) + c(y))/2| / |c(x) - c(y)|` (scale free); the "
+        "midpoints are part of the fitted sample.",
+        "- *Procrustes*: relative error after the best similarity transform onto the true flat coordinates "
+        "(SwissRoll unrolled, TranslatingBlob `sqrt(pi/2) t`); n/a where there are none (torus, sphere, closed curve).",
+        "- *out-of-sample*: isometry error of `transform` on held-out pairs, with the in-sample scale; n/a for "
+        "methods without `transform` (SpectralEmbedding, MDS).",
+        "- *fit*: wall time of `fit` on 2 shared cores; for the L_delta encoder it is training time.",
+        "",
+        "**Not a like-for-like contest**: the L_delta encoder is trained on pairs drawn afresh from the manifold, "
+        "with its exact geodesic distance and midpoint (THEORY.md section 2); `fit(X)` only checks that `X` lies "
+        "on the manifold. The peers see only the point cloud `X`.",
+        "",
+    ]
+    for case in data["cases"]:
+        c = case["case"]
+        name = c["manifold"] if isinstance(c, dict) else c.manifold
+        l = c["latent_dim"] if isinstance(c, dict) else c.latent_dim
+        delta = c["delta"] if isinstance(c, dict) else c.delta
+        flat = c["flat"] if isinstance(c, dict) else c.flat
+        lines += [f"## {name} (`{case['repr']}`), l = {l}, delta = {delta:g}", "",
+                  "| method | isometry | scale s | defect | Procrustes | out-of-sample | fit [s] |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in case["results"]:
+            if "failed" in r:
+                lines.append(f"| {r['method']} | failed: {r['failed'].replace('|', '/')} | | | | | |")
+                continue
+            lines.append(f"| {r['method']} | {_fmt(r['isometry_error'])} | {_fmt(r['scale'])} | "
+                         f"{_fmt(r['midpoint_defect'])} | {_fmt(r['procrustes_error'])} | "
+                         f"{_fmt(r['out_of_sample_error'])} | {r['fit_seconds']:.2f} |")
+        v = _verdicts(case)
+        if v["holds"] is None:
+            verdict = "no comparison (a method failed)"
+        elif v["holds"]:
+            verdict = (f"ours ({_fmt(v['ours'])}) is below every peer's (best: {v['best_peer']}, "
+                       f"{_fmt(v['best_peer_error'])})")
+        else:
+            verdict = (f"**does not hold**: ours {_fmt(v['ours'])}, {v['best_peer']} {_fmt(v['best_peer_error'])}")
+        lines += ["", f"Goal (flat manifolds: our isometry error below every peer's): "
+                      f"{verdict if flat else 'not applicable (the sphere is curved)'}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def extra_files(data: dict) -> dict:
+    """Files :func:`gammalimit.reproduce.run_study` writes beside the figure."""
+    return {"peers.md": data["markdown"]}
+
+
+def summary(data: dict) -> list[dict]:
+    out = []
+    for case in data["cases"]:
+        c = case["case"]
+        name, flat = (c["manifold"], c["flat"]) if isinstance(c, dict) else (c.manifold, c.flat)
+        if case["exact_chart_check"] is not None:
+            out.append({"quantity": f"{name}: exact flat chart: errors", "measured": case["exact_chart_check"],
+                        "expected": "< 1e-9", "passed": bool(case["exact_chart_check"] < 1e-9)})
+        ok = [r for r in case["results"] if "failed" not in r]
+        in_range = all(r["finite"] and math.isfinite(r["isometry_error"]) and r["isometry_error"] >= 0
+                       and r["fit_seconds"] >= 0 and math.isfinite(r["midpoint_defect"])
+                       and (r["procrustes_error"] is None or 0 <= r["procrustes_error"] <= 1 + 1e-9)
+                       for r in ok)
+        out.append({"quantity": f"{name}: methods run, measures finite, in range",
+                    "measured": f"{len(ok)}/{len(case['results'])} ran", "expected": "ours runs; finite",
+                    "passed": bool(in_range and any(r["method"] == OURS for r in ok))})
+        if data["quick"] or not flat:
+            continue
+        v = _verdicts(case)
+        out.append({"quantity": f"{name}: isometry error, ours < every peer",
+                    "measured": v["ours"] if v["ours"] is not None else "n/a",
+                    "expected": f"< {_fmt(v['best_peer_error'])} ({v['best_peer']})",
+                    "passed": bool(v["holds"])})
+    return out
+
+
+MARKERS = {OURS: "*", "Isomap": "o", "LLE": "s", "Hessian LLE": "D", "LTSA": "^", "Spectral": "v", "MDS": "P"}
+FLOOR = 1e-4  # values below are drawn at the floor, open markers
+
+
+def _style(m, i):
+    return {"marker": MARKERS.get(m, "o"), "color": "k" if m == OURS else f"C{i}",
+            "s": 110 if m == OURS else 36, "zorder": 3 if m == OURS else 2}
+
+
+def plot(data: dict):
+    import matplotlib.pyplot as plt
+
+    cases = data["cases"]
+    methods = data["methods"]
+    names = [(c["case"]["manifold"] if isinstance(c["case"], dict) else c["case"].manifold) for c in cases]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), gridspec_kw={"width_ratios": [1.3, 1.3, 1]})
+    x = np.arange(len(cases))
+    offsets = np.linspace(-0.3, 0.3, len(methods))
+    for ax, key, title in ((axes[0], "isometry_error", r"local isometry error at scale $\delta$ (best global scale)"),
+                           (axes[1], "midpoint_defect", "latent midpoint defect at scale $\\delta$ (bending)")):
+        for i, m in enumerate(methods):
+            vals = np.array([next(r for r in c["results"] if r["method"] == m).get(key, np.nan) for c in cases],
+                            dtype=float)
+            low = vals < FLOOR
+            st = _style(m, i)
+            ax.scatter(x[~low] + offsets[i], vals[~low], label=m, **st)
+            if low.any():
+                ax.scatter(x[low] + offsets[i], np.full(low.sum(), FLOOR), facecolors="none",
+                           edgecolors=st["color"], marker=st["marker"], s=st["s"], zorder=st["zorder"])
+        for k in x[:-1]:
+            ax.axvline(k + 0.5, color="0.85", lw=0.8)
+        ax.set_yscale("log")
+        if key == "isometry_error":
+            ax.set_ylim(bottom=FLOOR / 2)
+        ax.set_xticks(x, names, fontsize=8, rotation=20)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", which="major", alpha=0.3)
+    axes[0].text(0.01, 0.01, f"open markers: below {FLOOR:g} (MDS with l = ambient dim returns the data)",
+                 transform=axes[0].transAxes, fontsize=7, color="0.3")
+    ax = axes[2]
+    for i, m in enumerate(methods):
+        ok = [next(r for r in c["results"] if r["method"] == m) for c in cases]
+        ok = [r for r in ok if "failed" not in r]
+        ax.scatter([r["fit_seconds"] for r in ok], [max(r["isometry_error"], FLOOR) for r in ok], **_style(m, i))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("fit time [s] (ours: training)")
+    ax.set_ylabel("isometry error")
+    ax.set_title("cost against accuracy (all manifolds)", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(methods), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+if __name__ == "__main__":
+    from gammalimit.reproduce import study_main
+
+    study_main(sys.modules[__name__])
