@@ -166,7 +166,8 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
         Pairs per step.
     encoder : {"mlp", "conv"}, default "mlp"
     hidden : tuple of int, default (128, 128)
-    lr : float, default 3e-3
+    lr : float, optional
+        AdamW's peak learning rate (default: :class:`~gammalimit.train.TrainConfig`'s).
     warmup : int, default 50
     strategy : {"shell", "ball"}, default "shell"
     n_pixels : int, default 32
@@ -191,7 +192,7 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, manifold=None, latent_dim=2, delta=0.05, lam=0.01, steps=1000, batch_size=64,
-                 encoder="mlp", hidden=(128, 128), lr=3e-3, warmup=50, strategy="shell", n_pixels=32,
+                 encoder="mlp", hidden=(128, 128), lr=None, warmup=50, strategy="shell", n_pixels=32,
                  random_state=None, progress=False):
         self.manifold = manifold
         self.latent_dim = latent_dim
@@ -215,11 +216,12 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
             hidden = tuple(self.hidden)
         except TypeError:
             raise ValueError(f"hidden must be a tuple of integers >= 1, got {self.hidden!r}") from None
+        extra = {} if self.lr is None else {"lr": self.lr}
         try:
             return TrainConfig(manifold=name, latent_dim=self.latent_dim, delta=self.delta, lam=self.lam,
                                steps=self.steps, batch_size=self.batch_size, encoder=self.encoder, hidden=hidden,
-                               lr=self.lr, warmup=self.warmup, strategy=self.strategy, seed=seed,
-                               n_pixels=self.n_pixels, limit="none")
+                               warmup=self.warmup, strategy=self.strategy, seed=seed, n_pixels=self.n_pixels,
+                               limit="none", **extra)
         except (ValueError, TypeError) as err:
             raise type(err)(f"GammaEncoder: {err}") from None
 
