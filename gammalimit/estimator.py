@@ -22,7 +22,9 @@ The measures (float64, on codes ``shape=[k, l]``):
   stands has ``s = 1``, other methods fix their scale by convention);
 - :func:`gammalimit.autoencoder.midpoint_defect`: the bending, scale free;
 - :func:`procrustes_error`: relative error after the best similarity transform
-  (rotation or reflection, one scale, a shift) onto true flat coordinates.
+  (rotation or reflection, one scale, a shift) onto true flat coordinates;
+- :func:`overlap_fraction`: how many far-apart pairs the codes bring within
+  ``delta`` of each other (folds, which the local measures cannot see).
 
 Requires scikit-learn (the optional extra ``compare``: ``pip install -e .[compare]``).
 """
@@ -116,6 +118,35 @@ def procrustes_error(codes, flat) -> float:
     U, S, Vh = torch.linalg.svd(c.T @ u)
     fitted = (S.sum() / (c**2).sum()) * c @ (U @ Vh)
     return float(torch.linalg.matrix_norm(fitted - u) / torch.linalg.matrix_norm(u))
+
+
+def overlap_fraction(code_a, code_b, dist, delta: float, scale: float = 1.0) -> float:
+    """Fraction of far pairs that the codes bring close: a symptom of folds.
+
+    Over pairs with ``d(a, b) > 4 delta``, the fraction with
+    ``scale |c(a) - c(b)| < delta``. An injective, nearly isometric embedding
+    has none; one that folds ``M`` onto itself (locally isometric, globally
+    not injective) has a positive fraction.
+
+    Parameters
+    ----------
+    code_a, code_b : array, shape=[k, l]
+    dist : array, shape=[k]
+    delta : float
+    scale : float
+        E.g. the scale from :func:`local_isometry_error`.
+
+    Returns
+    -------
+    float, or nan if no pair is farther than ``4 delta``
+    """
+    ca, cb = _codes(code_a), _codes(code_b)
+    d = torch.as_tensor(np.asarray(dist) if not isinstance(dist, torch.Tensor) else dist).to(DTYPE)
+    far = d > 4 * delta
+    if not far.any():
+        return float("nan")
+    close = scale * torch.linalg.vector_norm(ca - cb, dim=-1) < delta
+    return float((close & far).sum() / far.sum())
 
 
 # --------------------------------------------------------------------------

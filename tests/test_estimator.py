@@ -13,7 +13,7 @@ from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 
 from gammalimit import Sphere, sample_pairs  # noqa: E402
-from gammalimit.estimator import GammaEncoder, local_isometry_error, procrustes_error  # noqa: E402
+from gammalimit.estimator import GammaEncoder, local_isometry_error, overlap_fraction, procrustes_error  # noqa: E402
 
 SMALL = dict(manifold="sphere", latent_dim=3, delta=0.3, lam=0.01, steps=8, batch_size=16, hidden=(8,), warmup=1)
 
@@ -128,3 +128,15 @@ def test_procrustes_error_is_invariant_to_similarities_and_one_for_noise():
     assert 0.8 < procrustes_error(noise, u) <= 1.0
     with pytest.raises(ValueError):
         procrustes_error(u[:, :1], u)
+
+
+def test_overlap_fraction_sees_folds_that_local_measures_miss():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(2, 2000, 1, generator=g, dtype=torch.float64) * 2 - 1
+    d = (a - b).abs()[:, 0]
+    delta = 0.05
+    assert overlap_fraction(a, b, d, delta) == 0.0
+    # folding the segment at 0 is an isometry on each half, but brings u and -u together
+    folded = overlap_fraction(a.abs(), b.abs(), d, delta)
+    assert 0.01 < folded < 0.2
+    assert math.isnan(overlap_fraction(a[:1], a[:1], torch.zeros(1, dtype=torch.float64), delta))
