@@ -52,6 +52,7 @@ class Params:
     n_pixels: int = 32
     seed: int = 0
     batch_size: int = 128
+    encoder: str = "mlp"
     hidden: tuple = (128, 128)
     weight_decay: float = 0.0
     skip_lr_ratio: float = 10.0
@@ -91,7 +92,7 @@ class Params:
 def _config(p: Params, manifold: str, latent_dim: int, delta: float, lam: float, steps: int,
             lr: float) -> TrainConfig:
     return TrainConfig(manifold=manifold, latent_dim=latent_dim, delta=delta, lam=lam, steps=steps,
-                       batch_size=p.batch_size, lr=lr, seed=p.seed, n_pixels=p.n_pixels, hidden=tuple(p.hidden),
+                       batch_size=p.batch_size, encoder=p.encoder, lr=lr, seed=p.seed, n_pixels=p.n_pixels, hidden=tuple(p.hidden),
                        weight_decay=p.weight_decay, skip_lr_ratio=p.skip_lr_ratio,
                        eval_pairs=p.eval_pairs, checkpoint_every=steps, warmup=min(100, steps // 10))
 
