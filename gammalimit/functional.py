@@ -229,7 +229,7 @@ def encoder_function(phi):
     if rough:
         raise ValueError(
             f"phi contains {rough}: its derivative jumps, so the covariant Hessian is not a function "
-            "and L is not defined; use smooth activations (Tanh, SiLU, Softplus, GELU, ELU)"
+            "and L is not defined; use twice differentiable activations (Tanh, Softplus, GELU; SiLU fails in torch.func forward mode under torch 2.13)"
         )
 
     def cast(t):
