@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gammalimit.autoencoder import midpoint_defect  # noqa: E402
-from gammalimit.estimator import GammaEncoder, local_isometry_error, procrustes_error  # noqa: E402
+from gammalimit.estimator import GammaEncoder, local_isometry_error, overlap_fraction, procrustes_error  # noqa: E402
 from gammalimit.manifolds import SwissRoll, TranslatingBlob  # noqa: E402
 from gammalimit.sampling import sample_pairs  # noqa: E402
 from gammalimit.train import make_manifold  # noqa: E402
@@ -64,6 +64,7 @@ class Params:
     n_test_pairs: int = 200     # held out, for transform
     mds_pairs: int = 100        # MDS (SMACOF, O(n^2) per iteration) sees the first 3 mds_pairs points
     n_neighbors: int = 12
+    n_overlap_pairs: int = 2000  # random pairs of fitted points for the fold check
     batch_size: int = 128
     hidden: tuple = (128, 128)
     seed: int = 0
@@ -141,7 +142,12 @@ def evaluate_method(name, case, p, M, fit_pairs, test_pairs) -> dict:
            "midpoint_defect": float(midpoint_defect(E[:n], E[n:2 * n], E[2 * n:]).mean()),
            "procrustes_error": None, "out_of_sample_error": None,
            "finite": bool(torch.isfinite(E).all())}
-    flat = flat_coordinates(M, torch.from_numpy(X))
+    # random far pairs among the fitted points: does the embedding fold M onto itself?
+    g = torch.Generator().manual_seed(p.seed + 3)
+    ia, ib = torch.randint(0, X.shape[0], (2, p.n_overlap_pairs), generator=g)
+    Xt = torch.from_numpy(X)
+    out["overlap"] = overlap_fraction(E[ia], E[ib], M.dist(Xt[ia], Xt[ib]), case.delta, iso["scale"])
+    flat = flat_coordinates(M, Xt)
     if flat is not None:
         out["procrustes_error"] = procrustes_error(E, flat)
     if hasattr(est, "transform") and name != "MDS":
@@ -165,7 +171,8 @@ def run_case(case: Case, p: Params) -> dict:
                     float(midpoint_defect(flat[:n], flat[n:2 * n], flat[2 * n:]).max()),
                     procrustes_error(flat @ torch.tensor([[0.6, -0.8], [0.8, 0.6]], dtype=flat.dtype) * 3 + 1, flat))
     results = [evaluate_method(name, case, p, M, fit_pairs, test_pairs) for name in p.methods]
-    return {"manifold": case.manifold, "repr": repr(M), "case": case, "exact_chart_check": check,
+    return {"manifold": case.manifold, "repr": repr(M), "ambient_dim": M.ambient_dim, "case": case,
+            "exact_chart_check": check,
             "results": results}
 
 
@@ -202,6 +209,22 @@ def _verdicts(case: dict) -> dict:
             "holds": ours["isometry_error"] < best["isometry_error"]}
 
 
+def _notes(case: dict) -> list[str]:
+    """Caveats read off the numbers."""
+    notes = []
+    ok = [r for r in case["results"] if "failed" not in r]
+    l = case["case"]["latent_dim"] if isinstance(case["case"], dict) else case["case"].latent_dim
+    for r in ok:
+        if r["method"] == "MDS" and l == case["ambient_dim"]:
+            notes.append(f"MDS embeds into l = {l} = the ambient dimension: it returns the data up to a rigid "
+                         f"motion, so its error is that of the data's own embedding.")
+        if r["overlap"] is not None and r["overlap"] > 0.01:
+            notes.append(f"{r['method']} brings far points together: {100 * r['overlap']:.1f}% of the pairs "
+                         f"with d > 4 delta land within delta of each other (a fold: not injective at that scale, "
+                         f"whatever its local errors).")
+    return notes
+
+
 def markdown_table(data: dict) -> str:
     lines = [
         "# L_delta encoder beside scikit-learn's manifold learners",
@@ -219,6 +242,8 @@ def markdown_table(data: dict) -> str:
         "(SwissRoll unrolled, TranslatingBlob `sqrt(pi/2) t`); n/a where there are none (torus, sphere, closed curve).",
         "- *out-of-sample*: isometry error of `transform` on held-out pairs, with the in-sample scale; n/a for "
         "methods without `transform` (SpectralEmbedding, MDS).",
+        "- *overlap*: fraction of random far pairs (`d > 4 delta`) whose scaled codes lie within `delta`: "
+        "folds, which the local measures cannot see (0 for an injective, nearly isometric embedding).",
         "- *fit*: wall time of `fit` on 2 shared cores; for the L_delta encoder it is training time.",
         "",
         "**Not a like-for-like contest**: the L_delta encoder is trained on pairs drawn afresh from the manifold, "
@@ -233,14 +258,14 @@ def markdown_table(data: dict) -> str:
         delta = c["delta"] if isinstance(c, dict) else c.delta
         flat = c["flat"] if isinstance(c, dict) else c.flat
         lines += [f"## {name} (`{case['repr']}`), l = {l}, delta = {delta:g}", "",
-                  "| method | isometry | scale s | defect | Procrustes | out-of-sample | fit [s] |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| method | isometry | scale s | defect | Procrustes | overlap | out-of-sample | fit [s] |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in case["results"]:
             if "failed" in r:
-                lines.append(f"| {r['method']} | failed: {r['failed'].replace('|', '/')} | | | | | |")
+                lines.append(f"| {r['method']} | failed: {r['failed'].replace('|', '/')} | | | | | | |")
                 continue
             lines.append(f"| {r['method']} | {_fmt(r['isometry_error'])} | {_fmt(r['scale'])} | "
-                         f"{_fmt(r['midpoint_defect'])} | {_fmt(r['procrustes_error'])} | "
+                         f"{_fmt(r['midpoint_defect'])} | {_fmt(r['procrustes_error'])} | {_fmt(r['overlap'])} | "
                          f"{_fmt(r['out_of_sample_error'])} | {r['fit_seconds']:.2f} |")
         v = _verdicts(case)
         if v["holds"] is None:
@@ -252,6 +277,7 @@ def markdown_table(data: dict) -> str:
             verdict = (f"**does not hold**: ours {_fmt(v['ours'])}, {v['best_peer']} {_fmt(v['best_peer_error'])}")
         lines += ["", f"Goal (flat manifolds: our isometry error below every peer's): "
                       f"{verdict if flat else 'not applicable (the sphere is curved)'}.", ""]
+        lines += [f"Note: {n}" for n in _notes(case)] + ([""] if _notes(case) else [])
     return "\n".join(lines) + "\n"
 
 
@@ -272,11 +298,18 @@ def summary(data: dict) -> list[dict]:
         in_range = all(r["finite"] and math.isfinite(r["isometry_error"]) and r["isometry_error"] >= 0
                        and r["fit_seconds"] >= 0 and math.isfinite(r["midpoint_defect"])
                        and (r["procrustes_error"] is None or 0 <= r["procrustes_error"] <= 1 + 1e-9)
+                       and (math.isnan(r["overlap"]) or 0 <= r["overlap"] <= 1)
                        for r in ok)
         out.append({"quantity": f"{name}: methods run, measures finite, in range",
                     "measured": f"{len(ok)}/{len(case['results'])} ran", "expected": "ours runs; finite",
                     "passed": bool(in_range and any(r["method"] == OURS for r in ok))})
-        if data["quick"] or not flat:
+        if data["quick"]:
+            continue
+        ours = next((r for r in ok if r["method"] == OURS), None)
+        if ours is not None:
+            out.append({"quantity": f"{name}: ours does not fold (overlap)", "measured": ours["overlap"],
+                        "expected": "< 0.01", "passed": bool(ours["overlap"] < 0.01)})
+        if not flat:
             continue
         v = _verdicts(case)
         out.append({"quantity": f"{name}: isometry error, ours < every peer",
