@@ -20,11 +20,11 @@ import dataclasses
 import importlib.util
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from .fileio import write_atomic  # noqa: F401  (re-exported for studies)
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY_DIR = REPO / "studies"
@@ -73,21 +73,6 @@ def _jsonable(obj):
     if hasattr(obj, "item"):
         return _jsonable(obj.item())
     return obj
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_json(obj, path: Path) -> None:

@@ -40,9 +40,7 @@ import dataclasses
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -52,6 +50,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .fileio import write_atomic
 from .functional import continuum_loss, limit_integrand
 from .loss import check_lam, discrete_loss, pair_terms, roundoff_error
 from .manifolds import (Circle, ClosedCurve, FlatTorus, PeriodicBlob, RotatingEllipse, Sphere, SwissRoll,
@@ -739,18 +738,6 @@ class TrainResult:
                 "final_loss": self.history[-1]["loss"] if self.history else None, "probes": self.probes}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _read_metrics(path: Path, upto: int) -> list[dict]:
     rows = []
     with open(path, newline="") as f:
@@ -830,7 +817,7 @@ class Trainer:
         }
         buf = io.BytesIO()
         torch.save(state, buf)
-        _write_atomic(self._checkpoint_path(), buf.getvalue())
+        write_atomic(self._checkpoint_path(), buf.getvalue())
 
     def _load(self):
         path = self._checkpoint_path()
@@ -887,8 +874,8 @@ class Trainer:
         metrics_file = None
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.out / CONFIG, (json.dumps(c.to_dict(), indent=1) + "\n").encode())
-            _write_atomic(self.out / METRICS, _metrics_text(history).encode())
+            write_atomic(self.out / CONFIG, (json.dumps(c.to_dict(), indent=1) + "\n").encode())
+            write_atomic(self.out / METRICS, _metrics_text(history).encode())
             metrics_file = open(self.out / METRICS, "a", newline="")
         writer = csv.DictWriter(metrics_file, METRIC_FIELDS, lineterminator="\n") if metrics_file else None
         bar = ProgressBar(c.steps, start=start) if self.progress else None
@@ -932,7 +919,7 @@ class Trainer:
                     metrics_file.flush()
                     self._save(done, model, opt, sched, monitor, pairs_seen, time.perf_counter() - t_start)
                     if self.callback is not None:
-                        _write_atomic(self.out / PROBES, json.dumps(probes).encode())
+                        write_atomic(self.out / PROBES, json.dumps(probes).encode())
                     last_good = done
                 if bar:
                     bar.update(done, f"loss {row['loss']:.4g}")
@@ -946,7 +933,7 @@ class Trainer:
         if evaluate_final:
             result.evaluation = evaluate(model, c, self.manifold)
         if self.out is not None:
-            _write_atomic(self.out / RESULT, (json.dumps(result.to_dict(), indent=1, default=str) + "\n").encode())
+            write_atomic(self.out / RESULT, (json.dumps(result.to_dict(), indent=1, default=str) + "\n").encode())
         return result
 
     def _check_loss(self, loss, monitor, step):
