@@ -153,8 +153,10 @@ def check_delta(manifold, delta) -> float:
 
 
 def block_size(manifold) -> int:
-    """Pairs per randomness block: a power of two, about 4M ambient floats."""
-    target = max(256, min(1 << 15, (1 << 22) // max(1, manifold.ambient_dim)))
+    """Pairs per randomness block: a power of two, at most 2^16 pairs and about
+    4M ambient floats (per-block overhead dominates below 2^16 pairs on the
+    sphere; studies/bench_loss.py)."""
+    target = max(256, min(1 << 16, (1 << 22) // max(1, manifold.ambient_dim)))
     return 1 << int(math.log2(target))
 
 
