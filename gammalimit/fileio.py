@@ -15,6 +15,7 @@ def write_atomic(path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
