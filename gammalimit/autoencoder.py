@@ -48,7 +48,7 @@ import torch
 from .loss import evaluate_encoder
 from .manifolds.base import DTYPE
 from .sampling import PairSample
-from .train import (TRAIN_DTYPE, TrainConfig, WarmupCosine, build_encoder, float64_copy, input_normalisation,
+from .train import (TRAIN_DTYPE, _mlp, TrainConfig, WarmupCosine, build_encoder, float64_copy, input_normalisation,
                     step_seed)
 
 
@@ -69,15 +69,6 @@ def _check_real(value, name: str, *, allow_zero: bool = False) -> float:
 
 # --------------------------------------------------------------------------
 # the decoder
-
-
-def _mlp(widths, dtype, activation):
-    layers = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(torch.nn.Linear(a, b, dtype=dtype))
-        if i < len(widths) - 2:
-            layers.append(activation())
-    return torch.nn.Sequential(*layers)
 
 
 class Decoder(torch.nn.Module):
