@@ -24,7 +24,7 @@ reproduce: $(STAMP)
 	$(VENV)/bin/gammalimit reproduce
 
 quick: $(STAMP)
-	$(VENV)/bin/gammalimit reproduce --quick --out /tmp/gammalimit-quick
+	$(VENV)/bin/gammalimit reproduce --quick --out build/quick
 
 bench: $(STAMP)
 	$(PY) studies/bench_loss.py
