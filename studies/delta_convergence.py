@@ -45,15 +45,19 @@ def torus_poly(x):
 
 
 def torus_mlp():
-    """A randomly initialised float64 MLP R^4 -> R^4 (tanh), seed 1.
+    """A randomly initialised float64 MLP R^4 -> R^4 (tanh), weights drawn in
+    float64 from seed 2 (explicit dtype: the draws must not depend on torch's
+    default dtype).
 
-    (With seed 0 the delta^2 coefficient of the ball gap nearly cancels,
-    ``|L_delta - L| / delta^2 ~ 4e-4``: a property of that map, which would
-    take ~10^8 pairs to resolve.)"""
-    g = torch.Generator().manual_seed(1)
-    w1 = torch.randn(32, 4, generator=g) / 2
-    b1 = torch.randn(32, generator=g) / 2
-    w2 = torch.randn(4, 32, generator=g) / math.sqrt(32)
+    (The delta^2 coefficient of the gap depends on the map and can nearly
+    cancel: with seed 0 it is below the noise of 2^12 pairs for both
+    strategies, with seed 2 it is resolved at 15 (shell) and 4.5 (ball)
+    standard errors.)"""
+    g = torch.Generator().manual_seed(2)
+    D = torch.float64
+    w1 = torch.randn(32, 4, generator=g, dtype=D) / 2
+    b1 = torch.randn(32, generator=g, dtype=D) / 2
+    w2 = torch.randn(4, 32, generator=g, dtype=D) / math.sqrt(32)
     mlp = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)).double()
     with torch.no_grad():
         mlp[0].weight.copy_(w1), mlp[0].bias.copy_(b1), mlp[2].weight.copy_(w2), mlp[2].bias.zero_()
