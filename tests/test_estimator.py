@@ -7,13 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("sklearn")
+from sklearn.base import clone  # the `compare` extra, installed by `make test`
+from sklearn.exceptions import NotFittedError
 
-from sklearn.base import clone  # noqa: E402
-from sklearn.exceptions import NotFittedError  # noqa: E402
-
-from gammalimit import Sphere, sample_pairs  # noqa: E402
-from gammalimit.estimator import GammaEncoder, local_isometry_error, overlap_fraction, procrustes_error  # noqa: E402
+from gammalimit import Sphere, sample_pairs
+from gammalimit.estimator import GammaEncoder, local_isometry_error, overlap_fraction, procrustes_error
 
 SMALL = dict(manifold="sphere", latent_dim=3, delta=0.3, lam=0.01, steps=8, batch_size=16, hidden=(8,), warmup=1)
 

@@ -165,10 +165,12 @@ def test_bad_config_values(field, value, message):
         circle_config(**{field: value})
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cuda_without_a_device_is_a_clear_error():
-    with pytest.raises(ValueError, match="no CUDA device"):
-        circle_config(device="cuda")
+def test_cuda_device_is_accepted_only_where_one_exists():
+    if torch.cuda.is_available():
+        assert circle_config(device="cuda").device == "cuda"
+    else:
+        with pytest.raises(ValueError, match="no CUDA device"):
+            circle_config(device="cuda")
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
