@@ -29,13 +29,19 @@ def distortion_penalty(phi_x, phi_y, dist, delta):
 
     ``phi_x, phi_y`` ``shape=[k, l]``, ``dist`` ``shape=[k]``.
     """
-    chord2 = ((phi_x - phi_y) ** 2).sum(-1)
+    chord2 = _squared_norm(phi_x - phi_y)
     return (chord2 - dist.to(chord2.dtype) ** 2) ** 2 / delta**4
 
 
 def bending_penalty(phi_x, phi_y, phi_mid, delta):
     """``l_B = |phi(x) + phi(y) - 2 phi(av(x, y))|^2 / delta^4``, ``shape=[k]``."""
-    return ((phi_x + phi_y - 2 * phi_mid) ** 2).sum(-1) / delta**4
+    return _squared_norm(phi_x + phi_y - 2 * phi_mid) / delta**4
+
+
+def _squared_norm(d):
+    """``|d|^2`` over the last axis (einsum: several times faster than ``(d**2).sum(-1)``
+    for short rows; studies/bench_loss.py)."""
+    return torch.einsum("...i,...i->...", d, d)
 
 
 def roundoff_error(dtype: torch.dtype, delta: float) -> float:
