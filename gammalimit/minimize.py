@@ -155,7 +155,27 @@ class Terms:
         return dataclasses.asdict(self)
 
 
-class DiscreteObjective:
+class _Weighted:
+    """What both objectives share: ``distortion + lam * bending`` from their
+    ``terms(coef)``, a float64 evaluation, and a copy with another ``lam``."""
+
+    def __call__(self, coef: torch.Tensor) -> torch.Tensor:
+        dist, bend = self.terms(coef)
+        return dist + self.lam * bend
+
+    def evaluate(self, coef) -> Terms:
+        with torch.no_grad():
+            d, b = self.terms(torch.as_tensor(coef, dtype=DTYPE))
+        return Terms(float(d + self.lam * b), float(d), float(b))
+
+    def with_lam(self, lam: float):
+        """The same objective (same pairs or nodes) with another bending weight."""
+        other = copy.copy(self)
+        other.lam = check_lam(lam)
+        return other
+
+
+class DiscreteObjective(_Weighted):
     """``L_delta[basis @ coef] = sum_i w_i (l_D + lam l_B)(x_i, y_i)`` on a fixed set of pairs.
 
     Parameters
@@ -213,21 +233,6 @@ class DiscreteObjective:
         return (self._w @ distortion_penalty(chord, self._zero, self._dist, self.delta),
                 self._w @ bending_penalty(second, self._zero, self._zero, self.delta))
 
-    def __call__(self, coef: torch.Tensor) -> torch.Tensor:
-        dist, bend = self.terms(coef)
-        return dist + self.lam * bend
-
-    def evaluate(self, coef) -> Terms:
-        with torch.no_grad():
-            d, b = self.terms(torch.as_tensor(coef, dtype=DTYPE))
-        return Terms(float(d + self.lam * b), float(d), float(b))
-
-    def with_lam(self, lam: float):
-        """The same objective (same pairs or nodes) with another bending weight."""
-        other = copy.copy(self)
-        other.lam = check_lam(lam)
-        return other
-
 
 def coordinate_chart(chart):
     """The chart seen as its own data space: ``embed`` and ``inverse`` are the
@@ -238,7 +243,7 @@ def coordinate_chart(chart):
     return dataclasses.replace(chart, embed=lambda u: u, inverse=lambda u: u)
 
 
-class ContinuumObjective:
+class ContinuumObjective(_Weighted):
     """``L[basis @ coef]`` (THEORY.md section 3) by quadrature over the chart.
 
     The jet of the basis (``Dphi`` and the covariant Hessian ``H`` of each
@@ -283,21 +288,6 @@ class ContinuumObjective:
         dist = self._w @ direction_average(metric_distortion(J))
         bend = self._w @ (BENDING_FACTOR * direction_average(H))
         return self.kappa * dist, self.kappa * bend
-
-    def __call__(self, coef: torch.Tensor) -> torch.Tensor:
-        dist, bend = self.terms(coef)
-        return dist + self.lam * bend
-
-    def evaluate(self, coef) -> Terms:
-        with torch.no_grad():
-            d, b = self.terms(torch.as_tensor(coef, dtype=DTYPE))
-        return Terms(float(d + self.lam * b), float(d), float(b))
-
-    def with_lam(self, lam: float):
-        """The same objective (same pairs or nodes) with another bending weight."""
-        other = copy.copy(self)
-        other.lam = check_lam(lam)
-        return other
 
 
 # --------------------------------------------------------------------------
