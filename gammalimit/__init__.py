@@ -9,18 +9,21 @@ See THEORY.md (shared with the project) for every quantity. Public API::
 
 import torch as _torch
 
-from .functional import (ContinuumLoss, EncoderGeometry, continuum_loss, discrete_minus_limit, encoder_geometry,
-                         limit_integrand, limit_terms)
-from .loss import LossEstimate, PairTerms, discrete_loss, pair_terms
+from .derivatives import encoder_geometry
+from .functional import ContinuumLoss, continuum_loss, discrete_minus_limit, limit_integrand, limit_terms
+from .geometry import EncoderGeometry
+from .loss import LossEstimate, PairTerms, Terms, discrete_loss, pair_terms
+from .penalties import PENALTIES, Penalty, get_penalty, register_penalty
 from .manifolds import (Circle, ClosedCurve, FlatTorus, PeriodicBlob, RotatingEllipse, Sphere, SwissRoll,
                         TranslatingBlob)
-from .sampling import STRATEGIES, PairSample, sample_pairs
+from .sampling import STRATEGIES, PairSample, register_strategy, sample_pairs
 
 __all__ = [
     "Circle", "Sphere", "FlatTorus", "SwissRoll", "ClosedCurve",
     "TranslatingBlob", "RotatingEllipse", "PeriodicBlob",
     "sample_pairs", "discrete_loss", "pair_terms",
-    "PairSample", "PairTerms", "LossEstimate", "STRATEGIES",
+    "PairSample", "PairTerms", "Terms", "LossEstimate", "STRATEGIES", "register_strategy",
+    "PENALTIES", "Penalty", "get_penalty", "register_penalty",
     "continuum_loss", "limit_terms", "limit_integrand", "discrete_minus_limit", "encoder_geometry",
     "ContinuumLoss", "EncoderGeometry",
 ]

@@ -1,47 +1,29 @@
-"""The discrete, sampling-dependent loss ``L_delta`` (THEORY.md section 2).
+"""The discrete, sampling-dependent loss ``L_delta`` (docs/theory.md, section 2).
 
-    l_D(x, y) = ( |phi(x) - phi(y)|^2 - d(x, y)^2 )^2 / delta^4
-    l_B(x, y) = | phi(x) + phi(y) - 2 phi(av(x, y)) |^2 / delta^4
-    L_delta[phi] = E[ l_D + lam * l_B ]
+    L_delta[phi] = E[ sum_t c_t l_t(x, y) ]      (default: l_D + lam * l_B)
 
+with the pair terms ``l_t`` of a :class:`~gammalimit.penalties.Penalty`.
 :func:`pair_terms` is the differentiable per-pair form (training);
-:func:`discrete_loss` streams a Monte Carlo estimate with bounded memory.
-Both use the same two penalty functions.
+:func:`discrete_loss` streams a Monte Carlo estimate with bounded memory
+through :func:`gammalimit.estimate.stream_estimate`.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
 
+from .estimate import stream_estimate
 from .manifolds.base import DTYPE
-from .sampling import PairSample, get_strategy, iter_pairs
+from .penalties import Penalty, get_penalty
+from .sampling import PairSample, get_strategy
+from .validation import check_lam
 
 # relative round-off of the bending term above which a warning is raised
 ROUNDOFF_WARN = 1e-2
-
-
-def distortion_penalty(phi_x, phi_y, dist, delta):
-    """``l_D = (|phi(x) - phi(y)|^2 - d(x, y)^2)^2 / delta^4``, ``shape=[k]``.
-
-    ``phi_x, phi_y`` ``shape=[k, l]``, ``dist`` ``shape=[k]``.
-    """
-    chord2 = _squared_norm(phi_x - phi_y)
-    return (chord2 - dist.to(chord2.dtype) ** 2) ** 2 / delta**4
-
-
-def bending_penalty(phi_x, phi_y, phi_mid, delta):
-    """``l_B = |phi(x) + phi(y) - 2 phi(av(x, y))|^2 / delta^4``, ``shape=[k]``."""
-    return _squared_norm(phi_x + phi_y - 2 * phi_mid) / delta**4
-
-
-def _squared_norm(d):
-    """``|d|^2`` over the last axis (einsum: several times faster than ``(d**2).sum(-1)``
-    for short rows; studies/bench_loss.py)."""
-    return torch.einsum("...i,...i->...", d, d)
 
 
 def roundoff_error(dtype: torch.dtype, delta: float) -> float:
@@ -110,33 +92,73 @@ def _call_encoder(phi, points):
     return out.to(device="cpu")
 
 
-@dataclass
-class PairTerms:
-    """Per-pair penalties, each ``shape=[k]``."""
+class Terms(Mapping):
+    """Values of a penalty's terms by name (``terms["bending"]`` or ``terms.bending``).
 
-    distortion: torch.Tensor
-    bending: torch.Tensor
+    For per-pair tensors (:func:`pair_terms`, :func:`gammalimit.limit_terms`)
+    each value has ``shape=[k]``; ``total(lam)`` weights them by the penalty's
+    coefficients (``lam`` for bending, 1 for distortion).
+    """
 
-    def total(self, lam: float) -> torch.Tensor:
-        return self.distortion + lam * self.bending
+    def __init__(self, penalty: Penalty, values: dict):
+        self.penalty = penalty
+        self._values = dict(values)
+
+    def __getitem__(self, name):
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self):
+        return len(self._values)
+
+    def __getattr__(self, name):
+        values = self.__dict__.get("_values", {})
+        if name in values:
+            return values[name]
+        raise AttributeError(f"{type(self).__name__} has no term {name!r}; terms: {list(values)}")
+
+    def __repr__(self) -> str:
+        return f"Terms({self.penalty.name!r}, {self._values!r})"
+
+    def total(self, lam: float):
+        """``sum_t c_t value_t`` (``c_t = lam`` for lam-weighted terms, else 1)."""
+        return sum(lam * self._values[t.name] if t.lam_weighted else self._values[t.name]
+                   for t in self.penalty.terms)
 
 
-def pair_terms(phi, pairs: PairSample) -> PairTerms:
-    """Per-pair ``l_D`` and ``l_B`` for a batch of pairs; differentiable in
-    ``phi``'s parameters (the trainer's loss is ``pair_terms(...).total(lam).mean()``).
+#: Per-pair terms (an alias kept for readers of earlier code).
+PairTerms = Terms
+
+
+def pair_terms(phi, pairs: PairSample, penalty="squared") -> Terms:
+    """Per-pair penalty terms for a batch of pairs; differentiable in ``phi``'s
+    parameters (the trainer's loss is ``pair_terms(...).total(lam).mean()``).
 
     ``phi`` is evaluated once on the stacked ``[x; y; av]``. Non-finite
     outputs are reported by pair, with the pair's ``x``.
+
+    Parameters
+    ----------
+    phi : callable
+        ``shape=[k, ambient_dim] -> shape=[k, l]``.
+    pairs : PairSample
+    penalty : str or Penalty
+        One of :data:`gammalimit.penalties.PENALTIES` (default ``"squared"``).
+
+    Returns
+    -------
+    Terms
+        One tensor ``shape=[k]`` per term of the penalty.
     """
+    pen = get_penalty(penalty)
     k = len(pairs)
     out = _call_encoder(phi, torch.cat([pairs.x, pairs.y, pairs.midpoint]))
     phi_x, phi_y, phi_mid = out[:k], out[k : 2 * k], out[2 * k :]
-    terms = PairTerms(
-        distortion_penalty(phi_x, phi_y, pairs.dist, pairs.delta),
-        bending_penalty(phi_x, phi_y, phi_mid, pairs.delta),
-    )
+    terms = Terms(pen, pen.pair_values(phi_x - phi_y, phi_x + phi_y - 2 * phi_mid, pairs.dist, pairs.delta))
     # a non-finite output makes its pair's penalties non-finite: check k numbers, not 3 k l
-    if not torch.isfinite(terms.distortion + terms.bending).all():
+    if not torch.isfinite(sum(terms.values())).all():
         bad = (~torch.isfinite(out.detach()).all(-1)).reshape(3, k).any(0)
         if bad.any():
             i = int(bad.nonzero()[0])
@@ -148,114 +170,66 @@ def pair_terms(phi, pairs: PairSample) -> PairTerms:
     return terms
 
 
-class _Moments:
-    """Running mean and co-moment of vector samples (Chan et al.'s update)."""
-
-    def __init__(self, d: int):
-        self.n = 0
-        self.mean = torch.zeros(d, dtype=DTYPE)
-        self.m2 = torch.zeros(d, d, dtype=DTYPE)
-
-    def update(self, batch: torch.Tensor) -> None:
-        k = batch.shape[0]
-        if k == 0:
-            return
-        mean_b = batch.mean(0)
-        dev = batch - mean_b
-        m2_b = dev.T @ dev
-        delta = mean_b - self.mean
-        n = self.n + k
-        self.mean = self.mean + delta * (k / n)
-        self.m2 = self.m2 + m2_b + torch.outer(delta, delta) * (self.n * k / n)
-        self.n = n
-
-    def covariance(self) -> torch.Tensor:
-        return self.m2 / max(1, self.n - 1)
+def flat_term(result, name: str):
+    """``result.<term>`` and ``result.stderr_<term>`` from its dicts ``terms``,
+    ``stderr_terms`` and ``parts`` (the attribute access of the result types)."""
+    d = result.__dict__
+    for key, prefix in (("terms", ""), ("stderr_terms", "stderr_"), ("parts", "")):
+        if key in d and name.startswith(prefix) and name[len(prefix):] in d[key]:
+            return d[key][name[len(prefix):]]
+    raise AttributeError(f"{type(result).__name__} has no attribute {name!r}; terms: {list(d.get('terms', {}))}")
 
 
-class UnitStatistics:
-    """Mean and covariance of per-pair vectors over sampling units.
-
-    A unit is a pair, an antithetic couple (pairs ``i`` and ``i + k/2`` of a
-    block, averaged), and with QMC the mean of one scrambled replicate: the
-    standard error then comes from the spread of the replicate means.
-    """
-
-    def __init__(self, d: int, *, antithetic: bool, qmc: bool):
-        self.d, self.antithetic, self.qmc = d, antithetic, qmc
-        self.per_rep: dict[int, _Moments] = {}
-
-    def add(self, values: torch.Tensor, replicate: int) -> None:
-        """``values`` ``shape=[k, d]``: one row per pair of a block."""
-        values = values.to(DTYPE)
-        if self.antithetic:
-            h = values.shape[0] // 2
-            values = 0.5 * (values[:h] + values[h:])
-        self.per_rep.setdefault(int(replicate), _Moments(self.d)).update(values)
-
-    @property
-    def n_units(self) -> int:
-        return sum(m.n for m in self.per_rep.values())
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``mean`` ``shape=[d]``, covariance of the mean ``shape=[d, d]``, and
-        covariance per unit ``shape=[d, d]``."""
-        moments = list(self.per_rep.values())
-        unit_cov = sum(m.covariance() for m in moments) / len(moments)
-        if self.qmc:
-            means = torch.stack([m.mean for m in moments])
-            return means.mean(0), torch.cov(means.T).reshape(self.d, self.d) / means.shape[0], unit_cov
-        (mom,) = moments
-        return mom.mean, mom.covariance() / mom.n, unit_cov
+def flatten_terms(data: dict) -> dict:
+    """A result's ``asdict`` with its term dicts as top-level keys (``bending``, ``stderr_bending``)."""
+    out = {k: v for k, v in data.items() if k not in ("terms", "stderr_terms", "parts")}
+    out.update(data.get("terms", {}))
+    out.update({f"stderr_{k}": v for k, v in data.get("stderr_terms", {}).items()})
+    out.update(data.get("parts", {}))
+    return out
 
 
 @dataclass
 class LossEstimate:
-    """A Monte Carlo estimate of ``L_delta`` and its parts.
+    """A Monte Carlo estimate of ``L_delta`` and its terms.
 
-    ``total = distortion + lam * bending``; ``stderr*`` are standard errors of
-    the estimates (from the sampling units: pairs, antithetic couples, or QMC
-    replicate means). ``unit_variance`` is the variance of ``l_D + lam l_B``
-    per sampling unit; ``n`` counts pairs, ``n_units`` sampling units.
+    ``total = sum_t c_t terms[t]`` (default ``distortion + lam * bending``);
+    ``stderr`` and ``stderr_terms`` are standard errors (from the sampling
+    units: pairs, antithetic couples, or QMC replicate means).
+    ``unit_variance`` is the variance of the total per sampling unit; ``n``
+    counts pairs, ``n_units`` sampling units. Terms read as attributes too
+    (``est.bending``, ``est.stderr_bending``); :meth:`to_dict` flattens them.
     """
 
     total: float
-    distortion: float
-    bending: float
     stderr: float
-    stderr_distortion: float
-    stderr_bending: float
+    terms: dict
+    stderr_terms: dict
     unit_variance: float
     n: int
     n_units: int
     delta: float
     lam: float
+    penalty: str
     strategy: str
     antithetic: bool
     qmc: bool
     seed: int
     n_rejected: int
 
+    def __getattr__(self, name):
+        return flat_term(self, name)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return flatten_terms(asdict(self))
 
 
-def check_lam(lam) -> float:
-    try:
-        lam = float(lam)
-    except (TypeError, ValueError):
-        raise TypeError(f"lam must be a real number, got {lam!r}") from None
-    if not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"lam must be finite and >= 0, got {lam!r}")
-    return lam
-
-
-def discrete_loss(phi, manifold, *, delta: float, lam: float, n: int, strategy="shell",
+def discrete_loss(phi, manifold, *, delta: float, lam: float, n: int, penalty="squared", strategy="shell",
                   antithetic: bool = False, qmc: bool = False, seed: int = 0,
                   qmc_replicates: int = 8) -> LossEstimate:
-    """Monte Carlo estimate of ``L_delta[phi] = E[l_D + lam l_B]`` (THEORY.md section 2).
+    """Monte Carlo estimate of ``L_delta[phi]`` (docs/theory.md, section 2).
 
-    Pairs are generated and evaluated in blocks (:func:`gammalimit.sampling.iter_pairs`),
+    Pairs are generated and evaluated in blocks (:func:`gammalimit.estimate.stream_estimate`),
     so memory stays bounded for any ``n``; the same arguments give the same
     result bit for bit.
 
@@ -271,6 +245,8 @@ def discrete_loss(phi, manifold, *, delta: float, lam: float, n: int, strategy="
         Weight of the bending term (units of length^2).
     n : int, >= 2
         Number of pairs.
+    penalty : str or Penalty
+        The pair terms (default ``"squared"``; ``"ratio"``: see :mod:`gammalimit.penalties`).
     strategy, antithetic, qmc, seed, qmc_replicates
         See :func:`gammalimit.sampling.sample_pairs`.
 
@@ -285,40 +261,38 @@ def discrete_loss(phi, manifold, *, delta: float, lam: float, n: int, strategy="
         round-off ``eps / delta^2`` exceed 1% (float32 below ``delta ~ 3.5e-3``).
     """
     lam = check_lam(lam)
+    pen = get_penalty(penalty)
     strat = get_strategy(strategy)
+    warned = []
+
+    def per_pair(pairs):
+        terms = pair_terms(phi, pairs, pen)
+        if not warned:
+            _warn_roundoff(terms[pen.names[0]].dtype, pairs.delta)
+            warned.append(True)
+        return torch.stack(list(terms.values()), -1)
+
     with torch.no_grad():
-        stats = UnitStatistics(2, antithetic=antithetic, qmc=qmc)
-        n_pairs, rejected, warned = 0, 0, False
-        for pairs in iter_pairs(manifold, n, delta, strategy=strat, antithetic=antithetic, qmc=qmc,
-                                seed=seed, qmc_replicates=qmc_replicates):
-            terms = pair_terms(phi, pairs)
-            if not warned:
-                _warn_roundoff(terms.distortion.dtype, pairs.delta)
-                warned = True
-            stats.add(torch.stack([terms.distortion, terms.bending], -1), pairs.replicate[0])
-            n_pairs += len(pairs)
-            rejected += pairs.n_rejected
-    w = torch.tensor([1.0, lam], dtype=DTYPE)
-    mean, cov_of_mean, unit_cov = stats.result()
-    unit_var = float(w @ unit_cov @ w)
-    units = stats.n_units
+        res = stream_estimate(per_pair, len(pen.terms), manifold, n=n, delta=delta, strategy=strat,
+                              antithetic=antithetic, qmc=qmc, seed=seed, qmc_replicates=qmc_replicates)
+    w = pen.coefficients(lam)
+    parts = [res.component(i) for i in range(len(pen.terms))]
     return LossEstimate(
-        total=float(w @ mean),
-        distortion=float(mean[0]),
-        bending=float(mean[1]),
-        stderr=math.sqrt(max(0.0, float(w @ cov_of_mean @ w))),
-        stderr_distortion=math.sqrt(max(0.0, float(cov_of_mean[0, 0]))),
-        stderr_bending=math.sqrt(max(0.0, float(cov_of_mean[1, 1]))),
-        unit_variance=unit_var,
-        n=n_pairs,
-        n_units=units,
+        total=res.value(w),
+        stderr=res.stderr(w),
+        terms={name: mean for name, (mean, _) in zip(pen.names, parts)},
+        stderr_terms={name: se for name, (_, se) in zip(pen.names, parts)},
+        unit_variance=res.unit_variance(w),
+        n=res.n,
+        n_units=res.n_units,
         delta=float(delta),
         lam=lam,
+        penalty=pen.name,
         strategy=strat.name,
         antithetic=bool(antithetic),
         qmc=bool(qmc),
         seed=int(seed),
-        n_rejected=rejected,
+        n_rejected=res.n_rejected,
     )
 
 

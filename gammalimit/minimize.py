@@ -28,46 +28,24 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import scipy.optimize
 import torch
 
-from .functional import (BENDING_FACTOR, EncoderGeometry, chart_orthonormal_frame, chart_quadrature,
-                         direction_average, encoder_jet, metric_distortion)
-from .loss import bending_penalty, check_lam, distortion_penalty
-from .manifolds.base import DTYPE, check_count
-from .sampling import PairSample, check_delta, get_strategy
+from .derivatives import encoder_jet
+from .functional import chart_quadrature
+from .geometry import EncoderGeometry, chart_orthonormal_frame, metric_distortion
+from .manifolds.base import DTYPE
+from .loss import Terms as LossTerms
+from .loss import flat_term, flatten_terms
+from .penalties import average_over_directions, get_penalty
+from .sampling import PairSample, direction_rule, get_strategy
+from .validation import check_count, check_delta, check_lam
 
 # --------------------------------------------------------------------------
 # deterministic quadrature of pairs
-
-
-def _direction_rule(m: int, n_directions: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit vectors of ``R^m`` and weights for the uniform average over directions.
-
-    ``m = 1``: ``{-1, +1}``, exact. ``m = 2``: the trapezoid rule on the
-    circle, ``n_directions`` equispaced angles (exact for trigonometric
-    polynomials of degree ``< n_directions``).
-    """
-    if m == 1:
-        return torch.tensor([[1.0], [-1.0]], dtype=DTYPE), torch.full((2,), 0.5, dtype=DTYPE)
-    if m == 2:
-        a = 2 * math.pi * torch.arange(n_directions, dtype=DTYPE) / n_directions
-        return torch.stack([torch.cos(a), torch.sin(a)], -1), torch.full((n_directions,), 1 / n_directions,
-                                                                          dtype=DTYPE)
-    raise ValueError(f"quadrature pairs are implemented for m = 1 and 2, got m = {m}")
-
-
-def _radial_rule(strategy, m: int, n_radial: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Radius factors ``r`` and weights for the strategy's radial law."""
-    if strategy.name == "shell":
-        return torch.ones(1, dtype=DTYPE), torch.ones(1, dtype=DTYPE)
-    if strategy.name == "ball":
-        t, w = np.polynomial.legendre.leggauss(n_radial)
-        r = 0.5 * (t + 1)
-        return torch.from_numpy(r), torch.from_numpy(0.5 * w * m * r ** (m - 1))
-    raise ValueError(f"quadrature pairs are implemented for 'shell' and 'ball', not {strategy.name!r}")
 
 
 def quadrature_pairs(manifold, delta: float, *, nodes, n_directions: int = 16, strategy="shell",
@@ -76,7 +54,7 @@ def quadrature_pairs(manifold, delta: float, *, nodes, n_directions: int = 16, s
 
     ``x`` runs over the chart rule of :func:`gammalimit.functional.chart_quadrature`
     (periodic trapezoid / Gauss-Legendre, weighted by ``sqrt(det g) / volume``),
-    the direction ``v`` over :func:`_direction_rule` in the manifold's
+    the direction ``v`` over :func:`gammalimit.sampling.direction_rule` in the manifold's
     ``g``-orthonormal :meth:`tangent_frame`, and ``r`` over the strategy's
     radial law (Gauss-Legendre for the ball); ``y = exp_x(delta r v)`` and
     ``av = exp_x(delta r v / 2)``, so ``sum_i w_i l(x_i, y_i) ~ L_delta``.
@@ -117,8 +95,10 @@ def quadrature_pairs(manifold, delta: float, *, nodes, n_directions: int = 16, s
     u, wu = chart_quadrature(chart, counts)
     w_x = wu * chart.volume_weight(u) / chart.volume
     x0 = chart.embed(u)
-    c, w_c = _direction_rule(m, check_count(n_directions, "n_directions", minimum=2))
-    r0, w_r = _radial_rule(strat, m, n_radial)
+    if m > 2:
+        raise ValueError(f"quadrature pairs are implemented for m = 1 and 2, got m = {m}")
+    c, w_c = direction_rule(m, check_count(n_directions, "n_directions", minimum=2))
+    r0, w_r = strat.radial_rule(m, n_radial)
     k, nc, nr = x0.shape[0], c.shape[0], r0.shape[0]
     # pairs ordered (node, direction, radius)
     x = x0.repeat_interleave(nc * nr, 0)
@@ -144,29 +124,32 @@ def _check_family(family):
 
 
 @dataclass
-class Terms:
-    """An objective's value at some coefficients: ``total = distortion + lam * bending``."""
+class ObjectiveValue:
+    """An objective's value at some coefficients: ``total = sum_t c_t terms[t]``
+    (default ``distortion + lam * bending``); terms read as attributes too."""
 
     total: float
-    distortion: float
-    bending: float
+    terms: dict
+
+    def __getattr__(self, name):
+        return flat_term(self, name)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return flatten_terms(dataclasses.asdict(self))
 
 
 class _Weighted:
-    """What both objectives share: ``distortion + lam * bending`` from their
-    ``terms(coef)``, a float64 evaluation, and a copy with another ``lam``."""
+    """What both objectives share: ``sum_t c_t term_t`` of the penalty's terms
+    from their ``terms(coef)``, a float64 evaluation, and a copy with another ``lam``."""
 
     def __call__(self, coef: torch.Tensor) -> torch.Tensor:
-        dist, bend = self.terms(coef)
-        return dist + self.lam * bend
+        return LossTerms(self.penalty, self.terms(coef)).total(self.lam)
 
-    def evaluate(self, coef) -> Terms:
+    def evaluate(self, coef) -> ObjectiveValue:
         with torch.no_grad():
-            d, b = self.terms(torch.as_tensor(coef, dtype=DTYPE))
-        return Terms(float(d + self.lam * b), float(d), float(b))
+            terms = self.terms(torch.as_tensor(coef, dtype=DTYPE))
+        return ObjectiveValue(float(LossTerms(self.penalty, terms).total(self.lam)),
+                              {k: float(v) for k, v in terms.items()})
 
     def with_lam(self, lam: float):
         """The same objective (same pairs or nodes) with another bending weight."""
@@ -187,6 +170,8 @@ class DiscreteObjective(_Weighted):
         A deterministic quadrature (:func:`quadrature_pairs`, the default)
         or a fixed sample (e.g. ``sample_pairs(M, n, delta, antithetic=True,
         seed=0)``), each pair weighted ``1/n``.
+    penalty : str or Penalty
+        The pair terms (default ``"squared"``).
     strategy, nodes, n_directions
         For the quadrature; ``nodes`` defaults to ``max(16, 4 K + 8)`` per
         coordinate (``K`` the family's degree, exact on closed curves).
@@ -194,10 +179,11 @@ class DiscreteObjective(_Weighted):
 
     kind = "L_delta"
 
-    def __init__(self, family, *, delta: float, lam: float, pairs="quadrature", strategy="shell", nodes=None,
-                 n_directions: int = 16):
+    def __init__(self, family, *, delta: float, lam: float, pairs="quadrature", penalty="squared",
+                 strategy="shell", nodes=None, n_directions: int = 16):
         _check_family(family)
         self.lam = check_lam(lam)
+        self.penalty = get_penalty(penalty)
         M = family.manifold
         if isinstance(pairs, str):
             if pairs != "quadrature":
@@ -221,17 +207,12 @@ class DiscreteObjective(_Weighted):
         with torch.no_grad():
             fx, fy, fm = (family.chart_basis(M.chart.inverse(z)) for z in (pairs.x, pairs.y, pairs.midpoint))
         self._chord, self._second = fx - fy, fx + fy - 2 * fm
-        self._zero = torch.zeros(1, dtype=DTYPE)
         self._dist, self._w = pairs.dist, weights
 
-    def terms(self, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weighted means of ``l_D`` and ``l_B``, scalar tensors differentiable in ``coef`` ``shape=[p, l]``.
-
-        The penalties of :mod:`gammalimit.loss` receive the differences as ``(difference, 0[, 0])``.
-        """
-        chord, second = self._chord @ coef, self._second @ coef
-        return (self._w @ distortion_penalty(chord, self._zero, self._dist, self.delta),
-                self._w @ bending_penalty(second, self._zero, self._zero, self.delta))
+    def terms(self, coef: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted means of the pair terms, scalar tensors differentiable in ``coef`` ``shape=[p, l]``."""
+        values = self.penalty.pair_values(self._chord @ coef, self._second @ coef, self._dist, self.delta)
+        return {k: self._w @ v for k, v in values.items()}
 
 
 def coordinate_chart(chart):
@@ -255,8 +236,10 @@ class ContinuumObjective(_Weighted):
     ----------
     family : FourierCurveMap, FourierTorusMap or SphericalHarmonicMap
     lam : float, >= 0
+    penalty : str or Penalty
+        The pair terms whose limit is integrated (default ``"squared"``).
     strategy : {"shell", "ball"}
-        Sets ``kappa``.
+        Sets the radial weights ``E[r^p]`` (``kappa``).
     nodes : int or sequence of int, optional
         Chart nodes per coordinate, default ``max(16, 4 K + 8)`` (exact for
         the Fourier families; spectrally accurate in the sphere's polar angle).
@@ -264,12 +247,13 @@ class ContinuumObjective(_Weighted):
 
     kind = "L"
 
-    def __init__(self, family, *, lam: float, strategy="shell", nodes=None):
+    def __init__(self, family, *, lam: float, penalty="squared", strategy="shell", nodes=None):
         _check_family(family)
         self.lam = check_lam(lam)
+        self.penalty = get_penalty(penalty)
         chart = family.manifold.chart
         m = chart.dim
-        self.kappa = float(get_strategy(strategy).kappa(m))
+        self._radial = self.penalty.radial_weights(get_strategy(strategy), m)
         counts = nodes or max(16, 4 * family.degree + 8)
         counts = (counts,) * m if isinstance(counts, (int, np.integer)) else tuple(counts)
         u, w = chart_quadrature(chart, counts)
@@ -281,13 +265,14 @@ class ContinuumObjective(_Weighted):
         self.method = f"chart quadrature {counts}"
         self.n_nodes = u.shape[0]
 
-    def terms(self, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``kappa int E_v (v.Bv)^2 dmu`` and ``kappa int E_v |H(v,v)|^2 / 16 dmu``."""
+    def terms(self, coef: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``E[r^p] int E_v f(v) dmu`` per term (default ``kappa int E_v (v.Bv)^2 dmu``
+        and ``kappa int E_v |H(v,v)|^2 / 16 dmu``), differentiable in ``coef``."""
         J = torch.einsum("kpi,pl->kli", self._J, coef)
         H = torch.einsum("kpij,pl->klij", self._H, coef)
-        dist = self._w @ direction_average(metric_distortion(J))
-        bend = self._w @ (BENDING_FACTOR * direction_average(H))
-        return self.kappa * dist, self.kappa * bend
+        geometry = SimpleNamespace(jacobian=J, distortion=metric_distortion(J), hessian=H)
+        return {t.name: self._radial[t.name] * (self._w @ average_over_directions(t, geometry))
+                for t in self.penalty.terms}
 
 
 # --------------------------------------------------------------------------

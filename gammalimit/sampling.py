@@ -24,31 +24,45 @@ import numpy as np
 import torch
 from scipy.stats import qmc as scipy_qmc
 
-from .manifolds.base import DTYPE, check_count, tangent_cube_dim, unit_vector_from_cube
+from .manifolds.base import DTYPE, tangent_cube_dim, unit_vector_from_cube
+from .validation import check_count, check_delta, check_seed
 
 # --------------------------------------------------------------------------
-# strategies
+# strategies: each owns its radial law (radius map, density, quadrature rule, moments)
 
 
 @dataclass(frozen=True)
 class Shell:
-    """All pairs at distance exactly ``delta``: ``r = 1``, ``kappa = 1``."""
+    """All pairs at distance exactly ``delta``: ``r = 1``, ``E[r^p] = 1``."""
 
     name: str = "shell"
     cube_dim: int = 0
 
     def radius(self, u: torch.Tensor, m: int) -> torch.Tensor:
+        """Radius factors from uniform cube points ``shape=[k, cube_dim]``, ``shape=[k]``."""
         return torch.ones(u.shape[0], dtype=u.dtype)
 
-    def kappa(self, m: int) -> float:
-        """``E[r^4]``."""
+    def density(self, r: torch.Tensor, m: int) -> None:
+        """The law of ``r`` is a point mass at 1 (no density)."""
+        return None
+
+    def radial_rule(self, m: int, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nodes ``r`` and weights of ``E[f(r)]``: the single node 1."""
+        return torch.ones(1, dtype=DTYPE), torch.ones(1, dtype=DTYPE)
+
+    def moment(self, p: float, m: int) -> float:
+        """``E[r^p] = 1``."""
         return 1.0
+
+    def kappa(self, m: int) -> float:
+        """``kappa = E[r^4]``."""
+        return self.moment(4, m)
 
 
 @dataclass(frozen=True)
 class Ball:
     """``y`` uniform in the normal-coordinate ball of radius ``delta``:
-    density ``m r^(m-1)`` on ``(0, 1]``, ``kappa = m/(m+4)``."""
+    density ``m r^(m-1)`` on ``(0, 1]``, ``E[r^p] = m/(m+p)``, ``kappa = m/(m+4)``."""
 
     name: str = "ball"
     cube_dim: int = 1
@@ -57,11 +71,40 @@ class Ball:
         # inverse CDF of m r^(m-1); 1 - u keeps r in (0, 1] for u in [0, 1)
         return (1 - u[:, 0]) ** (1.0 / m)
 
+    def density(self, r: torch.Tensor, m: int) -> torch.Tensor:
+        """``m r^(m-1)``, the volume ratio of the ball's shells."""
+        return m * r ** (m - 1)
+
+    def radial_rule(self, m: int, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gauss-Legendre on ``(0, 1)`` times the density: exact for ``E[r^p]``, integer ``p < 2n - m + 1``."""
+        t, w = np.polynomial.legendre.leggauss(check_count(n, "n_radial"))
+        r = 0.5 * (t + 1)
+        return torch.from_numpy(r), torch.from_numpy(0.5 * w * self.density(r, m))
+
+    def moment(self, p: float, m: int) -> float:
+        return m / (m + p)
+
     def kappa(self, m: int) -> float:
-        return m / (m + 4)
+        return self.moment(4, m)
 
 
 STRATEGIES = {s.name: s for s in (Shell(), Ball())}
+
+_STRATEGY_METHODS = ("name", "cube_dim", "radius", "density", "radial_rule", "moment", "kappa")
+
+
+def register_strategy(strategy) -> None:
+    """Make a strategy object known by its ``name`` everywhere a strategy is named
+    (:func:`sample_pairs`, the losses, the trainer, the CLI).
+
+    A strategy provides ``name``, ``cube_dim`` (uniform coordinates its radius
+    map consumes) and ``radius(u, m)``, ``density(r, m)``, ``radial_rule(m, n)``,
+    ``moment(p, m)`` and ``kappa(m)``; see :class:`Ball`.
+    """
+    missing = [a for a in _STRATEGY_METHODS if not hasattr(strategy, a)]
+    if missing:
+        raise TypeError(f"a strategy needs {list(_STRATEGY_METHODS)}; {strategy!r} lacks {missing}")
+    STRATEGIES[strategy.name] = strategy
 
 
 def get_strategy(strategy):
@@ -70,9 +113,37 @@ def get_strategy(strategy):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; allowed: {sorted(STRATEGIES)}")
         return STRATEGIES[strategy]
-    if all(hasattr(strategy, a) for a in ("name", "cube_dim", "radius", "kappa")):
+    if all(hasattr(strategy, a) for a in _STRATEGY_METHODS):
         return strategy
     raise TypeError(f"strategy must be a name in {sorted(STRATEGIES)} or a strategy object, got {strategy!r}")
+
+
+def direction_rule(m: int, n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """A deterministic rule for averages over unit directions of ``R^m``.
+
+    ``m = 1``: the two directions ``+-1``. ``m = 2``: ``n`` equispaced angles
+    (the trapezoid rule, exponentially accurate for smooth periodic
+    integrands). ``m = 3``: Gauss-Legendre in ``cos(theta)`` (``n // 2``
+    nodes) times ``n`` equispaced longitudes.
+
+    Returns
+    -------
+    directions : tensor, shape=[k, m]
+    weights : tensor, shape=[k]
+        Sum to 1.
+    """
+    n = check_count(n, "n_directions", minimum=2)
+    if m == 1:
+        return torch.tensor([[1.0], [-1.0]], dtype=DTYPE), torch.full((2,), 0.5, dtype=DTYPE)
+    a = 2 * math.pi * torch.arange(n, dtype=DTYPE) / n
+    if m == 2:
+        return torch.stack([torch.cos(a), torch.sin(a)], -1), torch.full((n,), 1 / n, dtype=DTYPE)
+    if m == 3:
+        z, wz = (torch.from_numpy(t) for t in np.polynomial.legendre.leggauss(max(2, n // 2)))
+        s = torch.sqrt(1 - z**2)
+        c = torch.stack([s[:, None] * torch.cos(a), s[:, None] * torch.sin(a), z[:, None].expand(-1, n)], -1)
+        return c.reshape(-1, 3), (wz[:, None] / 2 / n).expand(-1, n).reshape(-1)
+    raise ValueError(f"a direction rule is implemented for m = 1, 2, 3, got m = {m}")
 
 
 # --------------------------------------------------------------------------
@@ -135,21 +206,6 @@ class PairSample:
             fields.append(torch.cat(pieces))
         return PairSample(*fields[:6], parts[0].delta, anti, fields[6], sum(p.n_rejected for p in parts),
                           fields[7] if len(fields) > 7 else None)
-
-
-def check_delta(manifold, delta) -> float:
-    """Validate the scale: finite, > 0 and below the injectivity radius."""
-    try:
-        delta = float(delta)
-    except (TypeError, ValueError):
-        raise TypeError(f"delta must be a real number, got {delta!r}") from None
-    if not math.isfinite(delta) or delta <= 0:
-        raise ValueError(f"delta must be finite and > 0, got {delta!r}")
-    if delta >= manifold.injectivity_radius:
-        raise ValueError(
-            f"delta={delta} must be below the injectivity radius {manifold.injectivity_radius:.6g} of {manifold!r}"
-        )
-    return delta
 
 
 def block_size(manifold) -> int:
@@ -274,8 +330,7 @@ def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: 
     delta = check_delta(manifold, delta)
     check_count(n, "n", minimum=2)
     strat = get_strategy(strategy)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    seed = check_seed(seed)
     dim = manifold.dim + tangent_cube_dim(manifold.dim) + strat.cube_dim
     per_unit = 2 if antithetic else 1
     block = block_size(manifold) // per_unit

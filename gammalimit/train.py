@@ -52,11 +52,12 @@ import torch
 
 from .fileio import write_atomic
 from .functional import continuum_loss, limit_integrand
-from .loss import check_lam, discrete_loss, pair_terms, roundoff_error
+from .loss import discrete_loss, pair_terms, roundoff_error
 from .manifolds import (Circle, ClosedCurve, FlatTorus, PeriodicBlob, RotatingEllipse, Sphere, SwissRoll,
                         TranslatingBlob)
 from .manifolds.base import DTYPE
-from .sampling import STRATEGIES, check_delta, sample_pairs
+from .sampling import STRATEGIES, sample_pairs
+from .validation import check_delta, check_lam
 
 #: Training precision (the forward and backward pass); evaluation is float64.
 TRAIN_DTYPE = torch.float32

@@ -26,7 +26,7 @@ def naive_loss(manifold, phi, delta, lam, n, seed):
     """All pairs at once: the reference a user would write first."""
     import torch
 
-    from gammalimit.loss import bending_penalty, distortion_penalty
+    from gammalimit.penalties import Bending, SquaredDistortion
 
     g = torch.Generator().manual_seed(seed)
     x = manifold.sample(n, g)
@@ -35,7 +35,7 @@ def naive_loss(manifold, phi, delta, lam, n, seed):
     mid = manifold.midpoint(x, y)
     d = manifold.dist(x, y)
     px, py, pm = phi(x), phi(y), phi(mid)
-    total = distortion_penalty(px, py, d, delta) + lam * bending_penalty(px, py, pm, delta)
+    total = SquaredDistortion().pair(px - py, px + py - 2 * pm, d, delta) + lam * Bending().pair(px - py, px + py - 2 * pm, d, delta)
     return float(total.mean()), float(total.std() / n**0.5)
 
 

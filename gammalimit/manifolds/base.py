@@ -16,6 +16,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
+from ..validation import check_count, check_positive  # noqa: F401  (the families import them from here)
+
 DTYPE = torch.float64
 
 
@@ -152,19 +154,6 @@ def as_points(x, ambient_dim: int, name: str = "x") -> torch.Tensor:
             f"{name} must have shape (k, {ambient_dim}), got {tuple(x.shape)}"
         )
     return x
-
-
-def check_count(n, name: str = "n", minimum: int = 1) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
-    return n
-
-
-def check_positive(value, name: str) -> float:
-    value = float(value)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return value
 
 
 def unit_vector_from_cube(u: torch.Tensor, m: int) -> torch.Tensor:

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from .base import DTYPE, Chart, check_positive, random_unit_tangent, sample
+from ..validation import check_count, check_positive
+from .base import DTYPE, Chart, random_unit_tangent, sample
 
 
 class SwissRoll:

@@ -1,0 +1,144 @@
+"""The fixed-seed block stream behind every Monte Carlo estimate, and its statistics.
+
+:func:`stream_estimate` draws pairs in the fixed-seed blocks of
+:func:`gammalimit.sampling.iter_pairs`, maps each block to per-pair vectors
+(the penalty terms, their limits, differences of them) and accumulates their
+mean and covariance over *sampling units* (:class:`UnitStatistics`), from
+which every estimate in the package takes its value and standard error.
+The same arguments give the same numbers bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .manifolds.base import DTYPE
+from .sampling import PairSample, iter_pairs
+
+
+class _Moments:
+    """Running mean and co-moment of vector samples (Chan et al.'s update)."""
+
+    def __init__(self, d: int):
+        self.n = 0
+        self.mean = torch.zeros(d, dtype=DTYPE)
+        self.m2 = torch.zeros(d, d, dtype=DTYPE)
+
+    def update(self, batch: torch.Tensor) -> None:
+        k = batch.shape[0]
+        if k == 0:
+            return
+        mean_b = batch.mean(0)
+        dev = batch - mean_b
+        m2_b = dev.T @ dev
+        delta = mean_b - self.mean
+        n = self.n + k
+        self.mean = self.mean + delta * (k / n)
+        self.m2 = self.m2 + m2_b + torch.outer(delta, delta) * (self.n * k / n)
+        self.n = n
+
+    def covariance(self) -> torch.Tensor:
+        return self.m2 / max(1, self.n - 1)
+
+
+class UnitStatistics:
+    """Mean and covariance of per-pair vectors over sampling units.
+
+    A unit is a pair, an antithetic couple (pairs ``i`` and ``i + k/2`` of a
+    block, averaged), and with QMC the mean of one scrambled replicate: the
+    standard error then comes from the spread of the replicate means.
+    """
+
+    def __init__(self, d: int, *, antithetic: bool, qmc: bool):
+        self.d, self.antithetic, self.qmc = d, antithetic, qmc
+        self.per_rep: dict[int, _Moments] = {}
+
+    def add(self, values: torch.Tensor, replicate: int) -> None:
+        """``values`` ``shape=[k, d]``: one row per pair of a block."""
+        values = values.to(DTYPE)
+        if self.antithetic:
+            h = values.shape[0] // 2
+            values = 0.5 * (values[:h] + values[h:])
+        self.per_rep.setdefault(int(replicate), _Moments(self.d)).update(values)
+
+    @property
+    def n_units(self) -> int:
+        return sum(m.n for m in self.per_rep.values())
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``mean`` ``shape=[d]``, covariance of the mean ``shape=[d, d]``, and
+        covariance per unit ``shape=[d, d]``."""
+        moments = list(self.per_rep.values())
+        unit_cov = sum(m.covariance() for m in moments) / len(moments)
+        if self.qmc:
+            means = torch.stack([m.mean for m in moments])
+            return means.mean(0), torch.cov(means.T).reshape(self.d, self.d) / means.shape[0], unit_cov
+        (mom,) = moments
+        return mom.mean, mom.covariance() / mom.n, unit_cov
+
+
+@dataclass
+class StreamResult:
+    """Statistics of per-pair vectors ``shape=[d]`` over a stream of pairs.
+
+    Attributes
+    ----------
+    mean : tensor, shape=[d]
+    cov_of_mean : tensor, shape=[d, d]
+        Covariance of ``mean`` (its diagonal: squared standard errors).
+    unit_cov : tensor, shape=[d, d]
+        Covariance per sampling unit.
+    n : int
+        Pairs.
+    n_units : int
+        Sampling units (pairs, antithetic couples or, for QMC, points per replicate summed).
+    n_rejected : int
+        Pairs redrawn at a boundary.
+    """
+
+    mean: torch.Tensor
+    cov_of_mean: torch.Tensor
+    unit_cov: torch.Tensor
+    n: int
+    n_units: int
+    n_rejected: int
+
+    def value(self, w: torch.Tensor) -> float:
+        """``w . mean`` for weights ``shape=[d]``."""
+        return float(w @ self.mean)
+
+    def stderr(self, w: torch.Tensor) -> float:
+        """Standard error of ``w . mean``."""
+        return math.sqrt(max(0.0, float(w @ self.cov_of_mean @ w)))
+
+    def unit_variance(self, w: torch.Tensor) -> float:
+        """Variance of ``w . values`` per sampling unit."""
+        return float(w @ self.unit_cov @ w)
+
+    def component(self, i: int) -> tuple[float, float]:
+        """Mean and standard error of component ``i``."""
+        return float(self.mean[i]), math.sqrt(max(0.0, float(self.cov_of_mean[i, i])))
+
+
+def stream_estimate(per_pair: Callable[[PairSample], torch.Tensor], d: int, manifold, *, n: int, delta: float,
+                    strategy="shell", antithetic: bool = False, qmc: bool = False, seed: int = 0,
+                    qmc_replicates: int = 8) -> StreamResult:
+    """Mean and covariance of ``per_pair(pairs)`` ``shape=[k, d]`` over ``n`` pairs.
+
+    Pairs come in the fixed-seed blocks of :func:`gammalimit.sampling.iter_pairs`
+    (its parameters), so memory stays bounded for any ``n``; units are formed
+    as :class:`UnitStatistics` says.
+    """
+    stats = UnitStatistics(d, antithetic=antithetic, qmc=qmc)
+    n_pairs = rejected = 0
+    for pairs in iter_pairs(manifold, n, delta, strategy=strategy, antithetic=antithetic, qmc=qmc, seed=seed,
+                            qmc_replicates=qmc_replicates):
+        stats.add(per_pair(pairs), pairs.replicate[0])
+        n_pairs += len(pairs)
+        rejected += pairs.n_rejected
+    mean, cov_of_mean, unit_cov = stats.result()
+    return StreamResult(mean, cov_of_mean, unit_cov, n_pairs, stats.n_units, rejected)
