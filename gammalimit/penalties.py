@@ -187,13 +187,14 @@ class Penalty:
     terms: tuple
 
     def __post_init__(self):
-        names = [t.name for t in self.terms]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"penalty {self.name!r} needs terms with distinct names, got {names}")
-        missing = {t.name: [a for a in _TERM_ATTRIBUTES if not hasattr(t, a)] for t in self.terms}
+        object.__setattr__(self, "terms", tuple(self.terms))
+        missing = {repr(t): [a for a in _TERM_ATTRIBUTES if not hasattr(t, a)] for t in self.terms}
         missing = {k: v for k, v in missing.items() if v}
         if missing:
             raise TypeError(f"penalty {self.name!r}: terms lack {missing}; a term needs {list(_TERM_ATTRIBUTES)}")
+        names = [t.name for t in self.terms]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"penalty {self.name!r} needs terms with distinct names, got {names}")
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -142,6 +142,25 @@ def test_kappa_of_each_strategy():
         S.kappa("annulus")
 
 
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_each_strategy_owns_a_radial_law_that_symbolic_confirms(name):
+    """Moments, density and quadrature rule of every strategy against the law derived in sympy."""
+    strategy = STRATEGIES[name]
+    for mm in range(1, 5):
+        density = S.radial_density(name, mm)
+        rr = torch.linspace(0.05, 1.0, 7, dtype=torch.float64)
+        if density is None:
+            assert strategy.density(rr, mm) is None
+        else:
+            expected = sp.lambdify(S.r, density)(rr.numpy())
+            np.testing.assert_allclose(strategy.density(rr, mm), expected, rtol=1e-14)
+        r_nodes, weights = strategy.radial_rule(mm, 16)
+        for p in (0, 1, 2, 4, 6):
+            exact = float(S.radial_mean(S.r**p, name, mm))
+            assert strategy.moment(p, mm) == pytest.approx(exact, rel=1e-14)
+            assert float(weights @ r_nodes**p) == pytest.approx(exact, rel=1e-13)
+
+
 # --------------------------------------------------------------------------
 # the chart formulas, symbolically, against the numeric route
 

@@ -8,16 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gammalimit import Circle, ClosedCurve, FlatTorus, Sphere, SwissRoll
-from gammalimit.manifolds import Manifold
+from gammalimit.manifolds import Manifold, make_manifold
+from gammalimit.manifolds.registry import MANIFOLDS as REGISTRY
 
-MANIFOLDS = {
-    "circle": Circle(1.7),
-    "sphere": Sphere(0.8),
-    "torus": FlatTorus((1.0, 2.5)),
-    "swissroll": SwissRoll(),
-    "ellipse": ClosedCurve.ellipse(2.0, 1.0),
-    "trefoil": ClosedCurve.trefoil(),
-}
+#: parameters other than the defaults, so that the properties are not tuned to them
+PARAMS = {"circle": {"radius": 1.7}, "sphere": {"radius": 0.8}, "torus": {"radii": (1.0, 2.5)}}
+#: property-tested in test_images.py with fewer, costlier examples
+IMAGE_MANIFOLDS = {"rotating-ellipse", "translating-blob", "periodic-blob"}
+#: every other registered manifold (a newly registered one is tested here without editing this file)
+MANIFOLDS = {name: make_manifold(name, **PARAMS.get(name, {})) for name in REGISTRY if name not in IMAGE_MANIFOLDS}
 NAMES = sorted(MANIFOLDS)
 
 settings.register_profile("geometry", max_examples=15, deadline=None)
@@ -183,3 +182,13 @@ def test_closed_curve_inverse_chart_is_forward_differentiable():
     J = torch.func.vmap(torch.func.jacfwd(lambda z: E.chart.inverse(z[None])[0]))(x)
     # d sigma / dx along the unit tangent is 1
     assert torch.allclose(torch.einsum("kin,kn->ki", J, T), torch.ones(3, 1), atol=1e-10)
+
+
+def test_registry_builds_every_manifold_and_names_bad_parameters():
+    for name in REGISTRY:
+        assert isinstance(make_manifold(name), Manifold)
+    with pytest.raises(ValueError, match=r"'swissroll' does not take \['radius'\]"):
+        make_manifold("swissroll", radius=2.0)
+    with pytest.raises(ValueError, match="unknown manifold 'nope'"):
+        make_manifold("nope")
+    assert make_manifold("sphere", radius=2.5).radius == 2.5
