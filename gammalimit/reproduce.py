@@ -1,13 +1,21 @@
 """Run the studies in ``studies/`` and write ``figures/``: ``gammalimit reproduce``.
 
-A study is a module in ``studies/`` with
+A study is a file ``studies/<name>.py`` that defines, at module level,
 
 - ``Params``: a dataclass of its parameters, with a ``quick()`` classmethod;
 - ``run(params) -> dict``: plain data (numbers, lists), no plotting;
 - ``plot(data) -> matplotlib.figure.Figure``;
 - ``summary(data) -> list[dict]``: rows ``{quantity, measured, expected, passed}``;
 - optionally ``extra_files(data) -> dict[str, str]``: more files (e.g. a
-  markdown table), by file name, written as text beside the figure.
+  markdown table), by file name, written as text beside the figure;
+- optionally ``ORDER = <int>``: its place in ``gammalimit reproduce`` (lower
+  first; studies without one follow, by name).
+
+Studies are found by reading the files (:func:`available`), not by a list:
+adding a study is adding its file. Finding them imports nothing; importing
+one (:func:`load`) must not run it (the run sits behind
+``if __name__ == "__main__"``). Other scripts in ``studies/`` (e.g. the
+benchmark ``bench_loss.py``) lack the four names and are not studies.
 
 Figures and JSON are written atomically (to a temporary file, then renamed),
 so an interrupted run never leaves a half-written file behind. The JSON holds
@@ -16,6 +24,7 @@ the parameters, the data, the summary and the wall time.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.util
 import json
@@ -30,27 +39,55 @@ REPO = Path(__file__).resolve().parents[1]
 STUDY_DIR = REPO / "studies"
 FIGURES = REPO / "figures"
 
-# in the order `make reproduce` runs them
-STUDIES = [
-    "delta_convergence",
-    "sample_convergence",
-    "strategy_comparison",
-    "roundoff",
-    "minimizers",
-    "train_images",
-    "interpolation",
-    "peers",
-]
+#: what a module in ``studies/`` must define, at top level, to be a study
+STUDY_NAMES = ("Params", "run", "plot", "summary")
+
+
+def _top_level(path: Path) -> tuple[set[str], int | None]:
+    """Names a file defines at module level, and its ``ORDER`` (an int literal) if any;
+    read with :mod:`ast`, so nothing in the file runs."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names, order = set(), None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    names.add(t.id)
+                    if t.id == "ORDER":
+                        value = node.value
+                        if not (isinstance(value, ast.Constant) and type(value.value) is int):
+                            raise ValueError(f"{path}: ORDER must be an int literal, got {ast.unparse(value)}")
+                        order = value.value
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names, order
+
+
+def discover(study_dir=None) -> list[str]:
+    """Names of the studies in ``study_dir`` (default ``studies/``): the files
+    ``*.py`` that define all of :data:`STUDY_NAMES`, ordered by ``ORDER``
+    (files without it last), then by name."""
+    study_dir = Path(study_dir) if study_dir is not None else STUDY_DIR
+    found = []
+    for path in sorted(study_dir.glob("*.py")):
+        names, order = _top_level(path)
+        if set(STUDY_NAMES) <= names:
+            found.append((order is None, order or 0, path.stem))
+    return [name for *_, name in sorted(found)]
 
 
 def available() -> list[str]:
-    return [s for s in STUDIES if (STUDY_DIR / f"{s}.py").exists()]
+    """Names of the studies in ``studies/``, in the order ``gammalimit reproduce`` runs them."""
+    return discover()
 
 
 def load(name: str):
     """Import ``studies/<name>.py`` as a module."""
     path = STUDY_DIR / f"{name}.py"
-    if not path.exists():
+    if name not in available():
         raise ValueError(f"unknown study {name!r}; available: {available()}")
     spec = importlib.util.spec_from_file_location(f"gammalimit_studies.{name}", path)
     module = importlib.util.module_from_spec(spec)

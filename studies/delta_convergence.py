@@ -18,17 +18,18 @@ import math
 import sys
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gammalimit import FlatTorus, Sphere, SwissRoll, continuum_loss, discrete_loss
+from gammalimit.analysis import fit_order
+from gammalimit.derivatives import encoder_geometry
+from gammalimit.functional import discrete_minus_limit
+from gammalimit.sampling import get_strategy
 
-from gammalimit import FlatTorus, Sphere, SwissRoll, continuum_loss, discrete_loss  # noqa: E402
-from gammalimit.analysis import fit_order  # noqa: E402
-from gammalimit.functional import discrete_minus_limit, encoder_geometry  # noqa: E402
-from gammalimit.sampling import get_strategy  # noqa: E402
+#: place in `gammalimit reproduce`
+ORDER = 10
 
 # a small roll (about 4.9 x 1.5) so that the boundary layer carries weight
 ROLL = dict(turns=(2 * math.pi, 3 * math.pi), pitch=0.2, height=1.5)

@@ -14,19 +14,19 @@ import math
 import sys
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gammalimit.autoencoder import (DecoderConfig, decode_latent_path, fit_decoder,  # noqa: E402
+from gammalimit.autoencoder import (DecoderConfig, decode_latent_path, fit_decoder,
                                     geodesic_interpolant, interpolation_errors, latent_midpoint_defect,
                                     train_plain_autoencoder)
-from gammalimit.manifolds import PeriodicBlob, RotatingEllipse, TranslatingBlob  # noqa: E402
-from gammalimit.sampling import sample_pairs  # noqa: E402
-from gammalimit.train import TrainConfig, train  # noqa: E402
+from gammalimit.manifolds import PeriodicBlob, RotatingEllipse, TranslatingBlob
+from gammalimit.sampling import sample_pairs
+from gammalimit.train import TrainConfig, train
+
+#: place in `gammalimit reproduce`
+ORDER = 70
 
 ENCODERS = ("gamma", "plain")
 LABELS = {"gamma": r"$L_\delta$ encoder, frozen + decoder", "plain": "plain autoencoder"}

@@ -24,22 +24,22 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.optimize
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gammalimit import Circle, ClosedCurve, FlatTorus, Sphere, continuum_loss, encoder_geometry  # noqa: E402
-from gammalimit import sample_pairs  # noqa: E402
-from gammalimit.analysis import fit_order  # noqa: E402
-from gammalimit.embeddings import (exact_continuum_loss, exact_discrete_loss, optimal_round_scale,  # noqa: E402
+from gammalimit import Circle, ClosedCurve, FlatTorus, Sphere, continuum_loss, encoder_geometry
+from gammalimit import sample_pairs
+from gammalimit.analysis import fit_order
+from gammalimit.embeddings import (exact_continuum_loss, exact_discrete_loss, optimal_round_scale,
                                    optimal_torus_scales)
-from gammalimit.families import FourierCurveMap, FourierTorusMap, SphericalHarmonicMap  # noqa: E402
-from gammalimit.minimize import (ContinuumObjective, DiscreteObjective, hessian_spectrum,  # noqa: E402
+from gammalimit.families import FourierCurveMap, FourierTorusMap, SphericalHarmonicMap
+from gammalimit.minimize import (ContinuumObjective, DiscreteObjective, hessian_spectrum,
                                  minimize_multistart)
+
+#: place in `gammalimit reproduce`
+ORDER = 50
 
 CURVES = {
     "circle": lambda: Circle(1.0),

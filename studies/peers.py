@@ -16,18 +16,18 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gammalimit.autoencoder import midpoint_defect
+from gammalimit.estimator import GammaEncoder, local_isometry_error, overlap_fraction, procrustes_error
+from gammalimit.manifolds import SwissRoll, TranslatingBlob
+from gammalimit.sampling import sample_pairs
+from gammalimit.train import make_manifold
 
-from gammalimit.autoencoder import midpoint_defect  # noqa: E402
-from gammalimit.estimator import GammaEncoder, local_isometry_error, overlap_fraction, procrustes_error  # noqa: E402
-from gammalimit.manifolds import SwissRoll, TranslatingBlob  # noqa: E402
-from gammalimit.sampling import sample_pairs  # noqa: E402
-from gammalimit.train import make_manifold  # noqa: E402
+#: place in `gammalimit reproduce`
+ORDER = 80
 
 OURS = "L_delta encoder"
 PEERS = ("Isomap", "LLE", "Hessian LLE", "LTSA", "Spectral", "MDS")

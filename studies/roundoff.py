@@ -10,20 +10,19 @@ leaving ``(eps/delta^2)^2`` plus ``(eps/delta^2)/sqrt(N)``; it is drawn too."""
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gammalimit import Sphere, discrete_loss, sample_pairs
+from gammalimit.analysis import fit_order
+from gammalimit.embeddings import exact_discrete_loss
+from gammalimit.loss import roundoff_error
 
-import warnings  # noqa: E402
-
-from gammalimit import Sphere, discrete_loss, sample_pairs  # noqa: E402
-from gammalimit.analysis import fit_order  # noqa: E402
-from gammalimit.embeddings import exact_discrete_loss  # noqa: E402
-from gammalimit.loss import roundoff_error  # noqa: E402
+#: place in `gammalimit reproduce`
+ORDER = 40
 
 
 @dataclass

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gammalimit import Circle, FlatTorus, Sphere, discrete_loss
+from gammalimit.analysis import fit_order
+from gammalimit.embeddings import exact_discrete_loss, scaled_identity
 
-from gammalimit import Circle, FlatTorus, Sphere, discrete_loss  # noqa: E402
-from gammalimit.analysis import fit_order  # noqa: E402
-from gammalimit.embeddings import exact_discrete_loss, scaled_identity  # noqa: E402
+#: place in `gammalimit reproduce`
+ORDER = 20
 
 # (label, manifold, scale, strategy): strategies chosen so that the pair
 # penalty varies from pair to pair (the shell on a round manifold is constant)

@@ -7,15 +7,15 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gammalimit import Circle, FlatTorus, Sphere, discrete_loss
+from gammalimit.sampling import STRATEGIES
 
-from gammalimit import Circle, FlatTorus, Sphere, discrete_loss  # noqa: E402
-from gammalimit.sampling import STRATEGIES  # noqa: E402
+#: place in `gammalimit reproduce`
+ORDER = 30
 
 
 def _poly_sphere(x):

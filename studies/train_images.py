@@ -33,18 +33,18 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.optimize import minimize
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from gammalimit import Circle, FlatTorus, sample_pairs  # noqa: E402
-from gammalimit.embeddings import (exact_continuum_loss, exact_discrete_loss, optimal_round_scale,  # noqa: E402
+from gammalimit import Circle, FlatTorus, sample_pairs
+from gammalimit.embeddings import (exact_continuum_loss, exact_discrete_loss, optimal_round_scale,
                                    optimal_torus_scales)
-from gammalimit.train import TrainConfig, float64_copy, train  # noqa: E402
+from gammalimit.train import TrainConfig, float64_copy, train
+
+#: place in `gammalimit reproduce`
+ORDER = 60
 
 
 @dataclass
