@@ -15,6 +15,11 @@ Families of encoders, each with its exact ``L``, exact (or quadrature-exact)
   unrolling of the Swiss roll is :func:`unrolling`);
 - :class:`CircleEmbeddingFamily`: a closed curve of length ``ell`` mapped onto
   a round circle of radius ``a ell / (2 pi)`` (:func:`optimal_circle_embedding`).
+
+Beside them: the ``ratio`` penalty's closed forms (:func:`exact_ratio_loss`),
+the minimisers of the exact ``L_delta`` (:func:`round_scale_at_delta`,
+:func:`clifford_scales_at_delta`), and the isometric coordinates of the flat
+manifolds (:func:`flat_coordinates`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 from torch.func import jvp
 
-from .manifolds import Circle, ClosedCurve, FlatTorus, Sphere
+from .manifolds import Circle, ClosedCurve, FlatTorus, Sphere, SwissRoll, TranslatingBlob
 from .manifolds.base import DTYPE
 from .sampling import get_strategy
 
@@ -162,6 +167,34 @@ def exact_continuum_loss(manifold, scale, *, lam: float, strategy="shell") -> Ex
     return ExactLoss(kappa * dist, kappa * bend, float(lam))
 
 
+def exact_ratio_loss(manifold, scale, *, lam: float, delta: float | None = None, strategy="shell") -> ExactLoss:
+    """Exact ``L`` (``delta=None``) or ``L_delta`` of ``a id`` on a circle or sphere of
+    radius ``R`` under the ``ratio`` penalty (:data:`gammalimit.penalties.PENALTIES`).
+
+    A pair at distance ``rho = delta r`` has chord ``2 a R sin(rho/2R)`` and
+    the same bending as under ``squared``, so on the shell
+    ``L_delta = (2aR sin(delta/2R)/delta - 1)^2 + lam 4a^2R^2 (1-cos(delta/2R))^2/delta^4``
+    (evaluated with ``1 - cos(s/2) = 2 sin^2(s/4)``, accurate to rounding at
+    every ``delta``); other strategies average it over their radial rule
+    (80 nodes). The limit
+    ``L = (a-1)^2 + lam kappa a^2/(16 R^2)``: the ratio distortion's limit
+    ``(|Dphi v| - 1)^2`` does not depend on ``r`` (radial weight 1), the
+    bending keeps ``kappa = E[r^4]``.
+    """
+    if not isinstance(manifold, (Circle, Sphere)):
+        raise ValueError(f"the ratio closed forms exist for Circle and Sphere, not {manifold!r}")
+    strat = get_strategy(strategy)
+    a, R = abs(_scales(manifold, scale)[0]), manifold.radius
+    if delta is None:
+        return ExactLoss((a - 1) ** 2, strat.kappa(manifold.dim) * a**2 / (16 * R**2), float(lam))
+    r, w = (t.numpy() for t in strat.radial_rule(manifold.dim, 80))
+    rho = delta * r
+    dist = (2 * a * R * np.sin(rho / (2 * R)) / rho - 1) ** 2
+    # 1 - cos(s/2) = 2 sin^2(s/4): no cancellation at small delta
+    bend = 16 * a**2 * R**2 * np.sin(rho / (4 * R)) ** 4 / delta**4
+    return ExactLoss(float(w @ dist), float(w @ bend), float(lam))
+
+
 def optimal_round_scale(radius: float, lam: float) -> float:
     """Minimiser of ``L`` over ``a`` for ``a * id`` on a circle or sphere:
     ``a^2 = 1 - lam / (32 R^2)``, and ``0`` (collapse) for ``lam >= 32 R^2``."""
@@ -191,6 +224,61 @@ def optimal_torus_scales(radii, lam: float) -> tuple[float, float]:
     feasible = [c for c in candidates if min(c) >= 0]
     b1, b2 = min(feasible, key=lambda c: value(*c))
     return math.sqrt(b1), math.sqrt(b2)
+
+
+def round_scale_at_delta(radius: float, delta: float, lam: float, strategy="shell") -> float:
+    """Minimiser over ``a >= 0`` of the exact ``L_delta`` of ``a id`` on a circle of radius ``radius``.
+
+    ``L_delta`` (:func:`exact_discrete_loss`) is a quadratic in ``A = a^2``
+    (the chord is ``a`` times that of the identity); three exact values give
+    its coefficients, and ``A* = max(0, -q / 2p)``.
+    """
+    C = Circle(radius)
+    f0, f1, f2 = (exact_discrete_loss(C, math.sqrt(A), delta=delta, lam=lam, strategy=strategy).total
+                  for A in (0.0, 1.0, 2.0))
+    p, q = 0.5 * (f2 - 2 * f1 + f0), 0.5 * (4 * f1 - f2 - 3 * f0)
+    return math.sqrt(max(0.0, -q / (2 * p)))
+
+
+def clifford_scales_at_delta(torus: FlatTorus, delta: float, lam: float, strategy="shell") -> tuple[float, float]:
+    """Minimiser over ``(a1, a2)`` of the exact ``L_delta`` of ``diag(a1 I2, a2 I2)`` on the flat torus.
+
+    ``L_delta`` is a quadratic in ``b = (a1^2, a2^2)``: six exact values give
+    it, and its stationary point is returned.
+
+    Raises
+    ------
+    ValueError
+        If the stationary point is not in ``b > 0`` (the minimiser is then on a face).
+    """
+    def f(b1, b2):
+        return exact_discrete_loss(torus, (math.sqrt(b1), math.sqrt(b2)), delta=delta, lam=lam,
+                                   strategy=strategy).total
+
+    f00, f10, f01, f20, f02, f11 = f(0, 0), f(1, 0), f(0, 1), f(2, 0), f(0, 2), f(1, 1)
+    h11, h22 = f20 - 2 * f10 + f00, f02 - 2 * f01 + f00
+    h12 = f11 - f10 - f01 + f00
+    g = np.array([f10 - f00 - h11 / 2, f01 - f00 - h22 / 2])
+    b = np.linalg.solve([[h11, h12], [h12, h22]], -g)
+    if b.min() <= 0:
+        raise ValueError(f"the stationary point b = {b} of L_delta is not in b > 0 (delta={delta}, lam={lam})")
+    return float(math.sqrt(b[0])), float(math.sqrt(b[1]))
+
+
+def flat_coordinates(manifold, x: torch.Tensor) -> torch.Tensor | None:
+    """Global isometric coordinates of a flat manifold, ``shape=[k, 2]`` from
+    points ``shape=[k, ambient_dim]``; ``None`` where there are none.
+
+    :class:`SwissRoll`: the unrolling ``(s, h)``; :class:`TranslatingBlob`:
+    ``sqrt(g) t`` with ``t`` the blob centres and ``g`` the metric scale.
+    As an encoder this is an isometry (``L_delta = L = 0``); on a flat torus or
+    a closed curve no global flat chart exists.
+    """
+    if isinstance(manifold, SwissRoll):
+        return manifold.unrolled(x)
+    if isinstance(manifold, TranslatingBlob):
+        return math.sqrt(manifold.metric_scale) * manifold.centres(x)
+    return None
 
 
 # --------------------------------------------------------------------------

@@ -219,3 +219,84 @@ def test_family_inputs_are_validated():
         E.LinearChartFamily(SwissRoll()).encoder(torch.ones(3, 3))
     with pytest.raises(ValueError, match="scale"):
         E.scaled_identity(FlatTorus(), (1.0, 2.0, 3.0))
+
+
+# --------------------------------------------------------------------------
+# the ratio penalty's closed forms, the minimisers of L_delta, flat coordinates
+
+
+@pytest.mark.parametrize("manifold", [Circle(1.5), Sphere(0.7)])
+def test_exact_ratio_loss_against_the_losses(manifold):
+    a, lam, delta = 1.3, 0.4, 0.2
+    phi = E.scaled_identity(manifold, a)
+    # shell: every pair has the same penalty, so the Monte Carlo mean is the closed form
+    est = discrete_loss(phi, manifold, delta=delta, lam=lam, n=256, penalty="ratio", seed=1)
+    exact = E.exact_ratio_loss(manifold, a, lam=lam, delta=delta)
+    assert est.total == pytest.approx(exact.total, rel=1e-12)
+    assert exact.bending == pytest.approx(E.exact_discrete_loss(manifold, a, delta=delta, lam=lam).bending, rel=1e-12)
+    s = delta / (2 * manifold.radius)
+    written = (2 * a * manifold.radius * math.sin(s) / delta - 1) ** 2 \
+        + lam * 4 * a**2 * manifold.radius**2 * (1 - math.cos(s)) ** 2 / delta**4
+    assert exact.total == pytest.approx(written, rel=1e-12)
+    for strategy in ("shell", "ball"):
+        L = continuum_loss(phi, manifold, lam=lam, penalty="ratio", strategy=strategy)
+        kappa = 1.0 if strategy == "shell" else manifold.dim / (manifold.dim + 4)
+        exact_L = E.exact_ratio_loss(manifold, a, lam=lam, strategy=strategy)
+        assert exact_L.total == pytest.approx((a - 1) ** 2 + lam * kappa * a**2 / (16 * manifold.radius**2), rel=1e-14)
+        assert L.total == pytest.approx(exact_L.total, rel=1e-12)
+    # ball L_delta: a Monte Carlo estimate within 5 standard errors; the gap to L is O(delta^2)
+    ball = E.exact_ratio_loss(manifold, a, lam=lam, delta=delta, strategy="ball")
+    est = discrete_loss(phi, manifold, delta=delta, lam=lam, n=1 << 14, penalty="ratio", strategy="ball", seed=2)
+    assert abs(est.total - ball.total) < 5 * est.stderr
+    gaps = [E.exact_ratio_loss(manifold, a, lam=lam, delta=d, strategy="ball").total
+            - E.exact_ratio_loss(manifold, a, lam=lam, strategy="ball").total for d in (0.02, 0.01)]
+    assert math.log2(gaps[0] / gaps[1]) == pytest.approx(2.0, abs=0.01)
+    with pytest.raises(ValueError, match="Circle and Sphere"):
+        E.exact_ratio_loss(FlatTorus((1.0, 1.0)), a, lam=lam)
+
+
+@pytest.mark.parametrize("strategy", ["shell", "ball"])
+@pytest.mark.parametrize("lam", [0.5, 4.0, 40.0])
+def test_round_scale_at_delta_minimises_the_exact_L_delta(strategy, lam):
+    import scipy.optimize
+
+    R, delta = 1.2, 0.4
+    a = E.round_scale_at_delta(R, delta, lam, strategy)
+
+    def f(s):
+        return E.exact_discrete_loss(Circle(R), s, delta=delta, lam=lam, strategy=strategy).total
+
+    best = scipy.optimize.minimize_scalar(f, bounds=(0.0, 2.0), method="bounded", options={"xatol": 1e-12})
+    assert a == pytest.approx(best.x, abs=1e-6)
+    assert f(a) <= best.fun + 1e-15
+    # delta -> 0: the minimiser of L
+    assert E.round_scale_at_delta(R, 1e-3, lam, strategy) == pytest.approx(E.optimal_round_scale(R, lam), abs=1e-6)
+
+
+def test_clifford_scales_at_delta_minimise_the_exact_L_delta():
+    import scipy.optimize
+
+    T, delta, lam = FlatTorus((1.0, 1.5)), 0.3, 1.0
+    a = E.clifford_scales_at_delta(T, delta, lam)
+
+    def f(s):
+        return E.exact_discrete_loss(T, tuple(s), delta=delta, lam=lam).total
+
+    best = scipy.optimize.minimize(f, E.optimal_torus_scales(T.radii, lam), method="Nelder-Mead",
+                                   options={"xatol": 1e-12, "fatol": 1e-16})
+    assert a == pytest.approx(tuple(best.x), abs=1e-7)
+    assert f(a) <= best.fun + 1e-15
+    assert E.clifford_scales_at_delta(T, 1e-3, lam) == pytest.approx(E.optimal_torus_scales(T.radii, lam), abs=1e-6)
+    with pytest.raises(ValueError, match="not in b > 0"):
+        E.clifford_scales_at_delta(T, delta, 1e4)  # collapse: the minimiser is on a face
+
+
+def test_flat_coordinates_are_isometric():
+    from gammalimit.manifolds import TranslatingBlob
+
+    for M in (SwissRoll(), TranslatingBlob(24)):
+        pairs = sample_pairs(M, 64, 0.05, seed=0)
+        cx, cy = E.flat_coordinates(M, pairs.x), E.flat_coordinates(M, pairs.y)
+        assert cx.shape == (64, 2)
+        assert torch.allclose(torch.linalg.vector_norm(cx - cy, dim=-1), pairs.dist, rtol=1e-9, atol=1e-12)
+    assert E.flat_coordinates(Sphere(1.0), Sphere(1.0).sample(3)) is None
