@@ -42,30 +42,14 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from .loss import evaluate_encoder
 from .manifolds.base import DTYPE
 from .sampling import PairSample
-from .train import (TRAIN_DTYPE, _mlp, TrainConfig, WarmupCosine, build_encoder, float64_copy, input_normalisation,
-                    step_seed)
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_real(value, name: str, *, allow_zero: bool = False) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be finite and {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return value
+from .train import (TRAIN_DTYPE, TrainConfig, WarmupCosine, build_encoder, check_schedule, float64_copy,
+                    input_normalisation, mlp_layers, step_seed)
+from .validation import check_count, check_positive, check_seed, check_widths
 
 # --------------------------------------------------------------------------
 # the decoder
@@ -102,9 +86,9 @@ class Decoder(torch.nn.Module):
             if shift.shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},), got {tuple(shift.shape)}")
             self.register_buffer(name, shift.to(dtype))
-        self.register_buffer("code_scale", torch.tensor(_check_real(code_scale, "code_scale"), dtype=dtype))
-        self.register_buffer("data_scale", torch.tensor(_check_real(data_scale, "data_scale"), dtype=dtype))
-        self.mlp = _mlp((self.latent_dim, *hidden, self.ambient_dim), dtype, activation)
+        self.register_buffer("code_scale", torch.tensor(check_positive(code_scale, "code_scale"), dtype=dtype))
+        self.register_buffer("data_scale", torch.tensor(check_positive(data_scale, "data_scale"), dtype=dtype))
+        self.mlp = mlp_layers((self.latent_dim, *hidden, self.ambient_dim), dtype, activation)
 
     def forward(self, codes):
         """Data points ``shape=[k, ambient_dim]`` of codes ``shape=[k, latent_dim]``."""
@@ -147,18 +131,14 @@ class DecoderConfig:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        widths = tuple(self.hidden)
-        if not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in widths):
-            raise ValueError(f"hidden must be a tuple of integers >= 1, got {self.hidden!r}")
-        set_("hidden", tuple(int(w) for w in widths))
-        for name, minimum in (("steps", 1), ("batch_size", 1), ("warmup", 0), ("seed", 0), ("eval_points", 1),
-                              ("eval_seed", 0)):
-            set_(name, _check_int(getattr(self, name), name, minimum))
-        set_("lr", _check_real(self.lr, "lr"))
-        ratio = _check_real(self.final_lr_ratio, "final_lr_ratio", allow_zero=True)
-        if ratio > 1:
-            raise ValueError(f"final_lr_ratio must lie in [0, 1], got {ratio!r}")
-        set_("final_lr_ratio", ratio)
+        set_("hidden", check_widths(self.hidden, "hidden"))
+        for name, minimum in (("steps", 1), ("batch_size", 1), ("eval_points", 1)):
+            set_(name, check_count(getattr(self, name), name, minimum))
+        set_("seed", check_seed(self.seed))
+        set_("eval_seed", check_seed(self.eval_seed, "eval_seed"))
+        for name, value in zip(("lr", "warmup", "final_lr_ratio"),
+                               check_schedule(self.lr, self.warmup, self.final_lr_ratio)):
+            set_(name, value)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -326,11 +306,11 @@ def train_plain_autoencoder(encoder_config: TrainConfig, config: DecoderConfig |
     config = config or DecoderConfig()
     if not isinstance(encoder_config, TrainConfig):
         raise TypeError(f"encoder_config must be a TrainConfig, got {type(encoder_config).__name__}")
-    steps = encoder_config.steps + config.steps if steps is None else _check_int(steps, "steps", 1)
+    steps = encoder_config.steps + config.steps if steps is None else check_count(steps, "steps")
     manifold = encoder_config.make_manifold()
     encoder = build_encoder(encoder_config, manifold)
     decoder = build_decoder(encoder, manifold, config)
-    encoder_lr = config.lr if encoder_lr is None else _check_real(encoder_lr, "encoder_lr")
+    encoder_lr = config.lr if encoder_lr is None else check_positive(encoder_lr, "encoder_lr")
     return _train_reconstruction(encoder, decoder, manifold, config, steps, encoder_lr=encoder_lr)
 
 

@@ -67,9 +67,10 @@ def test_plain_autoencoder_trains_encoder_and_decoder_jointly():
 
 
 @pytest.mark.parametrize("kw", [dict(steps=0), dict(batch_size=0), dict(hidden=(0,)), dict(lr=-1.0),
-                                dict(final_lr_ratio=2.0), dict(seed=-1)])
+                                dict(final_lr_ratio=2.0), dict(seed=-1), dict(warmup=-1), dict(eval_seed=-1)])
 def test_decoder_config_rejects_bad_values(kw):
-    with pytest.raises(ValueError):
+    (name,) = kw
+    with pytest.raises(ValueError, match=name):
         DecoderConfig(**kw)
 
 

@@ -8,11 +8,13 @@ import math
 import pytest
 import torch
 
-from gammalimit import Circle, discrete_loss
+from gammalimit import Circle, Sphere, discrete_loss, pair_terms, sample_pairs
 from gammalimit.cli import main
 from gammalimit.embeddings import exact_continuum_loss, optimal_round_scale
-from gammalimit.train import (ConvEncoder, MLPEncoder, ProgressBar, TrainConfig, Trainer, TrainingDiverged,
-                              build_encoder, evaluate, float64_copy, pca_projection, step_seed, train)
+from gammalimit.manifolds import MANIFOLDS, default_delta, make_manifold, manifold_parameters
+from gammalimit.penalties import PENALTIES, Bending, Penalty, RatioDistortion
+from gammalimit.train import (ConvEncoder, MLPEncoder, TrainConfig, Trainer, TrainingDiverged, build_encoder,
+                              evaluate, float64_copy, metric_fields, pca_projection, step_seed, train)
 
 
 def circle_config(**kw):
@@ -79,6 +81,41 @@ def test_step_seeds_differ():
     assert len({step_seed(0, s) for s in range(1000)} | {step_seed(1, s) for s in range(1000)}) == 2000
 
 
+def _first_batch_mean(config, term):
+    """The float32 batch mean of ``term`` at the initial weights on step 1's pairs (the trainer's first row)."""
+    c = config
+    pairs = sample_pairs(c.make_manifold(), c.batch_size, c.delta, strategy=c.strategy, antithetic=c.antithetic,
+                         qmc=c.qmc, qmc_replicates=2, seed=step_seed(c.seed, 0))
+    with torch.no_grad():
+        return float(pair_terms(build_encoder(c, c.make_manifold()), pairs, c.penalty)[term].mean())
+
+
+def test_ratio_penalty_trains_and_records_its_terms(tmp_path):
+    config = circle_config(penalty="ratio", steps=6)
+    result = train(config, out=tmp_path, progress=False)
+    assert all(math.isfinite(r["loss"]) for r in result.history)
+    # the rows are the ratio penalty's terms, not the squared ones
+    assert result.history[0]["distortion"] == _first_batch_mean(config, "distortion")
+    squared = dataclasses.replace(config, penalty="squared")
+    assert result.history[0]["distortion"] != _first_batch_mean(squared, "distortion")
+    ev = result.evaluation
+    assert ev["L_delta"]["penalty"] == "ratio" and set(ev["float32_relative_error"]) == {"total", "distortion",
+                                                                                          "bending"}
+    assert ev["L"]["total"] == pytest.approx(ev["L"]["distortion"] + config.lam * ev["L"]["bending"], rel=1e-12)
+    assert json.loads((tmp_path / "config.json").read_text())["penalty"] == "ratio"
+
+
+def test_metrics_have_one_column_per_penalty_term(tmp_path, monkeypatch):
+    toy = Penalty("toy", (RatioDistortion(name="stretch"), Bending()))
+    monkeypatch.setitem(PENALTIES, "toy", toy)
+    result = train(circle_config(penalty="toy", steps=3, limit="none"), out=tmp_path, progress=False)
+    assert metric_fields("toy") == ("step", "loss", "stretch", "bending", "lr", "pairs", "seconds")
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        assert tuple(csv.DictReader(f).fieldnames) == metric_fields("toy")
+    assert set(result.history[-1]) == set(metric_fields("toy"))
+    assert set(result.evaluation["float32_relative_error"]) == {"total", "stretch", "bending"}
+
+
 # --------------------------------------------------------------------------
 # checkpoints and resume
 
@@ -136,8 +173,39 @@ def test_resume_refuses_another_config_and_fresh_runs_refuse_to_overwrite(tmp_pa
 
 
 def test_unknown_manifold():
-    with pytest.raises(ValueError, match="unknown manifold 'klein'.*allowed.*rotating-ellipse"):
+    with pytest.raises(ValueError, match="manifold must be one of.*rotating-ellipse.*got 'klein'"):
         TrainConfig(manifold="klein")
+
+
+def test_default_delta_follows_the_manifold_and_is_stored():
+    config = circle_config(delta=None)
+    assert config.delta == default_delta(Circle(1.0)) == pytest.approx(0.05 * math.pi)
+    assert config.to_dict()["delta"] == config.delta
+    big = TrainConfig(manifold="sphere", manifold_params={"radius": 2.0}, latent_dim=3)
+    assert big.make_manifold().radius == 2.0 and big.delta == default_delta(Sphere(2.0))
+
+
+def test_manifold_params_go_through_the_registry():
+    torus = TrainConfig(manifold="torus", manifold_params={"radii": [1.0, 2.0]}, latent_dim=4)
+    assert torus.make_manifold().radii == (1.0, 2.0)
+    assert TrainConfig.from_dict(json.loads(json.dumps(torus.to_dict()))) == torus
+    with pytest.raises(ValueError, match=r"'swissroll' does not take \['radius'\]"):
+        TrainConfig(manifold="swissroll", manifold_params={"radius": 2.0})
+    with pytest.raises(ValueError, match="n_pixels field"):
+        TrainConfig(manifold="translating-blob", manifold_params={"n_pixels": 20})
+    # n_pixels reaches the manifolds that take it; the others ignore it
+    assert TrainConfig(manifold="translating-blob", n_pixels=20).make_manifold().n_pixels == 20
+    assert repr(TrainConfig(manifold="circle", n_pixels=20).make_manifold()) == repr(Circle(1.0))
+
+
+@pytest.mark.parametrize("name", sorted(MANIFOLDS))
+def test_every_registered_manifold_makes_a_config(name):
+    M = make_manifold(name, **({"n_pixels": 20} if "n_pixels" in manifold_parameters(name) else {}))
+    config = TrainConfig(manifold=name, latent_dim=M.dim + 1, n_pixels=20, hidden=(4,), steps=1)
+    assert repr(config.make_manifold()) == repr(M)
+    assert 0 < config.delta < M.injectivity_radius
+    model = build_encoder(config, M)
+    assert model(M.sample(3, generator=torch.Generator().manual_seed(0)).float()).shape == (3, M.dim + 1)
 
 
 def test_latent_dim_below_manifold_dim():
@@ -154,6 +222,7 @@ def test_latent_dim_below_manifold_dim():
     ("encoder", "conv", "needs an image manifold"),
     ("batch_size", 48, "power of two"),
     ("init", "pca", None),
+    ("penalty", "cubic", "penalty must be one of"),
     ("limit", "exact", "limit must be one of"),
 ])
 def test_bad_config_values(field, value, message):
@@ -230,14 +299,12 @@ def test_evaluation_reports_float32_cost_and_L():
     assert mc["L"]["total"] == pytest.approx(ev["L"]["total"], abs=5 * mc["L"]["stderr"] + 1e-12)
 
 
-def test_progress_bar_writes_lines_to_a_file(tmp_path):
-    with open(tmp_path / "log", "w") as f:
-        bar = ProgressBar(100, stream=f)
-        for step in range(1, 101):
-            bar.update(step, "loss 1")
-        bar.close()
-    lines = (tmp_path / "log").read_text().splitlines()
-    assert len(lines) == 10 and lines[-1].startswith("[" + "#" * 24 + "] 100/100 loss 1")
+def test_progress_bar_on_stderr_only_when_asked(capsys):
+    train(circle_config(steps=4), progress=True, evaluate_final=False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and "4/4" in captured.err and "loss" in captured.err
+    train(circle_config(steps=4), progress=False, evaluate_final=False)
+    assert capsys.readouterr().err == ""
 
 
 # --------------------------------------------------------------------------
