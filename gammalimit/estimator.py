@@ -45,7 +45,9 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from .loss import evaluate_encoder
 from .manifolds.base import DTYPE
-from .train import ENCODERS, MANIFOLDS, TrainConfig, float64_copy, make_manifold, train
+from .manifolds.registry import MANIFOLDS
+from .train import TrainConfig, float64_copy, make_manifold, train
+from .validation import check_choice, check_count
 
 # --------------------------------------------------------------------------
 # measures
@@ -153,25 +155,26 @@ def overlap_fraction(code_a, code_b, dist, delta: float, scale: float = 1.0) -> 
 # the estimator
 
 
-def resolve_manifold(manifold, n_pixels: int):
-    """``(name, manifold)`` for a name in :data:`gammalimit.train.MANIFOLDS`
-    or a manifold equal (by ``repr``) to the one that name builds."""
+def resolve_manifold(manifold, n_pixels: int, params=None):
+    """``(name, manifold)`` for a name in :data:`gammalimit.manifolds.MANIFOLDS`
+    (built with ``params``, and ``n_pixels`` where it takes that), or a
+    manifold equal (by ``repr``) to the one a name builds with its defaults."""
     if manifold is None:
         raise ValueError(
             "GammaEncoder needs the data manifold the samples come from (manifold=<name>, one of "
             f"{sorted(MANIFOLDS)}): L_delta uses its Riemannian distance and average, which a point cloud "
             "does not give")
     if isinstance(manifold, str):
-        if manifold not in MANIFOLDS:
-            raise ValueError(f"unknown manifold {manifold!r}; allowed: {sorted(MANIFOLDS)}")
-        return manifold, make_manifold(manifold, n_pixels)
+        return manifold, make_manifold(check_choice(manifold, "manifold", MANIFOLDS), n_pixels, **(params or {}))
+    if params:
+        raise ValueError(f"manifold_params applies to a manifold given by name, not to {manifold!r}")
     for name in MANIFOLDS:
         candidate = make_manifold(name, n_pixels)
         if type(candidate) is type(manifold) and repr(candidate) == repr(manifold):
             return name, candidate
     raise ValueError(
-        f"manifold {manifold!r} is not one the trainer builds (gammalimit.train.MANIFOLDS with "
-        f"n_pixels={n_pixels}); pass one of {sorted(MANIFOLDS)}")
+        f"manifold {manifold!r} is not one the registry builds with its default parameters (and "
+        f"n_pixels={n_pixels}); pass its name, one of {sorted(MANIFOLDS)}, and its parameters as manifold_params")
 
 
 class GammaEncoder(TransformerMixin, BaseEstimator):
@@ -183,14 +186,19 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     manifold : str or Manifold
-        The data manifold: a name in :data:`gammalimit.train.MANIFOLDS`, or a
-        manifold equal to the one such a name builds. Required.
+        The data manifold: a name in :data:`gammalimit.manifolds.MANIFOLDS`,
+        or a manifold equal to the one such a name builds with its default
+        parameters. Required.
     latent_dim : int, default 2
         ``l >= m``.
-    delta : float, default 0.05
-        Pair scale, ``0 < delta <`` the manifold's injectivity radius.
+    delta : float, optional
+        Pair scale, ``0 < delta <`` the manifold's injectivity radius
+        (default: :func:`gammalimit.manifolds.default_delta`, which follows
+        the manifold's size).
     lam : float, default 0.01
         Bending weight, ``>= 0`` (units of length^2).
+    penalty : str, default "squared"
+        The pair terms, one of :data:`gammalimit.penalties.PENALTIES`.
     steps : int, default 1000
         Optimiser steps.
     batch_size : int, default 64
@@ -200,9 +208,12 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
     lr : float, optional
         AdamW's peak learning rate (default: :class:`~gammalimit.train.TrainConfig`'s).
     warmup : int, default 50
-    strategy : {"shell", "ball"}, default "shell"
+    strategy : str, default "shell"
+        One of :data:`gammalimit.sampling.STRATEGIES`.
     n_pixels : int, default 32
         Grid size of the image manifolds.
+    manifold_params : dict, optional
+        Parameters of the named manifold (:func:`gammalimit.manifolds.manifold_parameters`).
     random_state : int, RandomState instance or None
         Seeds the initial weights and every training pair (``None``: a fresh
         seed from numpy's global generator).
@@ -222,13 +233,14 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
         Wall time of ``fit`` (training included).
     """
 
-    def __init__(self, manifold=None, latent_dim=2, delta=0.05, lam=0.01, steps=1000, batch_size=64,
-                 encoder="mlp", hidden=(128, 128), lr=None, warmup=50, strategy="shell", n_pixels=32,
-                 random_state=None, progress=False):
+    def __init__(self, manifold=None, latent_dim=2, delta=None, lam=0.01, penalty="squared", steps=1000,
+                 batch_size=64, encoder="mlp", hidden=(128, 128), lr=None, warmup=50, strategy="shell", n_pixels=32,
+                 manifold_params=None, random_state=None, progress=False):
         self.manifold = manifold
         self.latent_dim = latent_dim
         self.delta = delta
         self.lam = lam
+        self.penalty = penalty
         self.steps = steps
         self.batch_size = batch_size
         self.encoder = encoder
@@ -237,20 +249,16 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
         self.warmup = warmup
         self.strategy = strategy
         self.n_pixels = n_pixels
+        self.manifold_params = manifold_params
         self.random_state = random_state
         self.progress = progress
 
     def _config(self, name: str, seed: int) -> TrainConfig:
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {list(ENCODERS)}, got {self.encoder!r}")
-        try:
-            hidden = tuple(self.hidden)
-        except TypeError:
-            raise ValueError(f"hidden must be a tuple of integers >= 1, got {self.hidden!r}") from None
         extra = {} if self.lr is None else {"lr": self.lr}
         try:
-            return TrainConfig(manifold=name, latent_dim=self.latent_dim, delta=self.delta, lam=self.lam,
-                               steps=self.steps, batch_size=self.batch_size, encoder=self.encoder, hidden=hidden,
+            return TrainConfig(manifold=name, manifold_params=self.manifold_params or {}, latent_dim=self.latent_dim,
+                               delta=self.delta, lam=self.lam, penalty=self.penalty, steps=self.steps,
+                               batch_size=self.batch_size, encoder=self.encoder, hidden=self.hidden,
                                warmup=self.warmup, strategy=self.strategy, seed=seed, n_pixels=self.n_pixels,
                                limit="none", **extra)
         except (ValueError, TypeError) as err:
@@ -270,9 +278,8 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
         self
         """
         t0 = time.perf_counter()
-        if isinstance(self.n_pixels, bool) or not isinstance(self.n_pixels, (int, np.integer)) or self.n_pixels < 8:
-            raise ValueError(f"n_pixels must be an integer >= 8, got {self.n_pixels!r}")
-        name, manifold = resolve_manifold(self.manifold, int(self.n_pixels))
+        name, manifold = resolve_manifold(self.manifold, check_count(self.n_pixels, "n_pixels", 8),
+                                          self.manifold_params)
         X = check_array(X, dtype=np.float64)
         if X.shape[1] != manifold.ambient_dim:
             raise ValueError(f"X has {X.shape[1]} features, but {manifold!r} lives in R^{manifold.ambient_dim}")

@@ -11,6 +11,7 @@ from sklearn.base import clone  # the `compare` extra, installed by `make test`
 from sklearn.exceptions import NotFittedError
 
 from gammalimit import Sphere, sample_pairs
+from gammalimit.manifolds import default_delta
 from gammalimit.estimator import GammaEncoder, local_isometry_error, overlap_fraction, procrustes_error
 
 SMALL = dict(manifold="sphere", latent_dim=3, delta=0.3, lam=0.01, steps=8, batch_size=16, hidden=(8,), warmup=1)
@@ -60,13 +61,25 @@ def test_transform_before_fit_raises_not_fitted(X):
 def test_a_manifold_instance_equal_to_a_known_one_is_accepted(X):
     est = GammaEncoder(**{**SMALL, "manifold": Sphere(1.0)}, random_state=0).fit(X)
     assert est.config_.manifold == "sphere"
-    with pytest.raises(ValueError, match="not one the trainer builds"):
+    with pytest.raises(ValueError, match="not one the registry builds.*manifold_params"):
         GammaEncoder(**{**SMALL, "manifold": Sphere(2.0)}).fit(2 * X)
+    # by name with its parameters instead
+    est = GammaEncoder(**{**SMALL, "manifold_params": {"radius": 2.0}}, random_state=0).fit(2 * X)
+    assert est.manifold_.radius == 2.0 and est.config_.manifold_params == {"radius": 2.0}
+
+
+def test_default_delta_follows_the_manifold_and_penalty_is_passed_on(X):
+    est = GammaEncoder(**{**SMALL, "delta": None, "penalty": "ratio"}, random_state=0).fit(X)
+    assert est.get_params()["delta"] is None  # sklearn: parameters stay as given
+    assert est.config_.delta == default_delta(Sphere(1.0)) and est.config_.penalty == "ratio"
+    assert np.isfinite(est.loss_curve_).all()
 
 
 @pytest.mark.parametrize("change, match", [
     (dict(manifold=None), "needs the data manifold"),
-    (dict(manifold="klein-bottle"), "unknown manifold"),
+    (dict(manifold="klein-bottle"), "manifold must be one of"),
+    (dict(manifold_params={"radius": 2.0, "height": 1.0}), "does not take \\['height'\\]"),
+    (dict(penalty="cubic"), "penalty must be one of"),
     (dict(latent_dim=1), "latent_dim"),
     (dict(delta=5.0), "injectivity radius"),
     (dict(delta=-0.1), "delta"),
