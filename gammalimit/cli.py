@@ -1,8 +1,9 @@
-"""Command line: ``gammalimit {loss, limit, ...}``. Parses arguments, calls the library."""
+"""Command line: ``gammalimit {loss, limit, train, reproduce}``. Parses arguments, calls the library."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -10,7 +11,9 @@ import sys
 from . import embeddings
 from .functional import continuum_loss
 from .loss import discrete_loss
-from .manifolds import Circle, ClosedCurve, FlatTorus, Sphere, SwissRoll
+from .manifolds import Circle, FlatTorus, Sphere
+from .manifolds.registry import MANIFOLDS, default_delta, make_manifold, manifold_parameters
+from .penalties import PENALTIES
 from .sampling import STRATEGIES
 
 
@@ -24,18 +27,48 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
-MANIFOLDS = {
-    "circle": lambda a: Circle(a.radius[0]),
-    "sphere": lambda a: Sphere(a.radius[0]),
-    "torus": lambda a: FlatTorus(a.radius * 2 if len(a.radius) == 1 else a.radius),
-    "swissroll": lambda a: SwissRoll(),
-    "ellipse": lambda a: ClosedCurve.ellipse(2.0, 1.0),
-    "trefoil": lambda a: ClosedCurve.trefoil(),
-}
+def _value(text: str):
+    """A number, or a comma list of numbers as a tuple."""
+    values = _floats(text)
+    return values[0] if len(values) == 1 else values
 
 
-def make_manifold(args):
-    return MANIFOLDS[args.manifold](args)
+def _param(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip().replace("-", "_"), _value(value)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def manifold_params(args, name: str) -> dict:
+    """The parameters of manifold ``name`` given by ``--radius``, ``--n-pixels`` and ``--param``.
+
+    ``--radius`` sets the manifold's ``radii`` where it has them (one value
+    for all), else its ``radius``.
+    """
+    params = {}
+    takes = manifold_parameters(name)
+    given = list(args.param or [])
+    if args.radius is not None:
+        radius = args.radius[0] if len(args.radius) == 1 else args.radius
+        if "radii" in takes:
+            given.append(("radii", (radius,) * len(takes["radii"]) if isinstance(radius, float) else radius))
+        else:
+            given.append(("radius", radius))
+    if args.n_pixels is not None:
+        given.append(("n_pixels", args.n_pixels))
+    for key, value in given:
+        if key in params:
+            raise ValueError(f"manifold parameter {key!r} is given twice")
+        params[key] = value
+    return params
 
 
 def _encoder(manifold, scale):
@@ -46,41 +79,55 @@ def _encoder(manifold, scale):
     return embeddings.ScaledIdentity(scale[0])
 
 
-def _add_manifold_args(p):
-    p.add_argument("--manifold", choices=sorted(MANIFOLDS), default="sphere")
-    p.add_argument("--radius", type=_floats, default=(1.0,),
-                   help="radius (circle, sphere) or R1,R2 (torus); default 1")
+def _has_closed_form(manifold, penalty: str) -> bool:
+    """The closed forms of :mod:`gammalimit.embeddings` are for the squared penalty on these manifolds."""
+    return penalty == "squared" and isinstance(manifold, (Circle, Sphere, FlatTorus))
+
+
+def _add_manifold_args(p, default="sphere", penalty="squared"):
+    p.add_argument("--manifold", choices=sorted(MANIFOLDS), default=default,
+                   help=f"a registered manifold (default {default})" if default else None)
+    p.add_argument("--radius", type=_floats, default=None,
+                   help="the manifold's radius, or its radii R1,R2 (torus; one value sets both)")
+    p.add_argument("--n-pixels", type=int, default=None, help="image size N of the image manifolds")
+    p.add_argument("--param", type=_param, action="append", metavar="NAME=VALUE",
+                   help="a manifold parameter (a number or a comma list), e.g. --param a=3; repeatable")
+    p.add_argument("--penalty", choices=sorted(PENALTIES), default=penalty, help="pair penalty (default squared)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _add_encoder_args(p):
+    _add_manifold_args(p)
     p.add_argument("--scale", type=_floats, default=(1.0,),
                    help="phi = scale * id; 'a1,a2' on the torus (default 1)")
     p.add_argument("--lam", type=float, default=1.0, help="bending weight lam >= 0 (default 1)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), default="shell")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def cmd_loss(args) -> dict:
-    manifold = make_manifold(args)
+    manifold = make_manifold(args.manifold, **manifold_params(args, args.manifold))
     phi = _encoder(manifold, args.scale)
-    est = discrete_loss(phi, manifold, delta=args.delta, lam=args.lam, n=args.n, strategy=args.strategy,
-                        antithetic=args.antithetic, qmc=args.qmc, seed=args.seed)
+    delta = default_delta(manifold) if args.delta is None else args.delta
+    est = discrete_loss(phi, manifold, delta=delta, lam=args.lam, n=args.n, penalty=args.penalty,
+                        strategy=args.strategy, antithetic=args.antithetic, qmc=args.qmc, seed=args.seed)
     out = {"manifold": repr(manifold), "scale": list(args.scale), **est.to_dict()}
-    if isinstance(manifold, (Circle, Sphere, FlatTorus)):
-        exact = embeddings.exact_discrete_loss(manifold, args.scale, delta=args.delta, lam=args.lam,
+    if _has_closed_form(manifold, args.penalty):
+        exact = embeddings.exact_discrete_loss(manifold, args.scale, delta=delta, lam=args.lam,
                                                strategy=args.strategy)
-        limit = embeddings.exact_continuum_loss(manifold, args.scale, lam=args.lam, strategy=args.strategy)
         out["L_delta_exact"] = exact.to_dict()
-        out["L_exact"] = limit.to_dict()
-    L = continuum_loss(phi, manifold, lam=args.lam, strategy=args.strategy)
-    out["L"] = {k: getattr(L, k) for k in ("total", "distortion", "bending", "bending_normal",
-                                           "bending_tangential", "error")}
+        out["L_exact"] = embeddings.exact_continuum_loss(manifold, args.scale, lam=args.lam,
+                                                         strategy=args.strategy).to_dict()
+    L = continuum_loss(phi, manifold, lam=args.lam, penalty=args.penalty, strategy=args.strategy)
+    out["L"] = {"total": L.total, **L.terms, **L.parts, "error": L.error}
     return out
 
 
 def cmd_limit(args) -> dict:
-    manifold = make_manifold(args)
+    manifold = make_manifold(args.manifold, **manifold_params(args, args.manifold))
     phi = _encoder(manifold, args.scale)
-    L = continuum_loss(phi, manifold, lam=args.lam, strategy=args.strategy, nodes=args.nodes)
+    L = continuum_loss(phi, manifold, lam=args.lam, penalty=args.penalty, strategy=args.strategy, nodes=args.nodes)
     out = {"manifold": repr(manifold), "scale": list(args.scale), **L.to_dict()}
-    if isinstance(manifold, (Circle, Sphere, FlatTorus)):
+    if _has_closed_form(manifold, args.penalty):
         out["L_exact"] = embeddings.exact_continuum_loss(manifold, args.scale, lam=args.lam,
                                                          strategy=args.strategy).to_dict()
     return out
@@ -91,16 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("loss", help="Monte Carlo estimate of L_delta for phi = scale * id")
-    _add_manifold_args(p)
-    p.add_argument("--delta", type=float, required=True, help="pair scale, 0 < delta < injectivity radius")
-    p.add_argument("--n", type=int, default=100_000, help="number of pairs (default 1e5)")
+    _add_encoder_args(p)
+    p.add_argument("--delta", type=float, default=None,
+                   help="pair scale, 0 < delta < injectivity radius (default: 0.05 injectivity radius)")
+    p.add_argument("--n", "--pairs", dest="n", type=int, default=100_000, help="number of pairs (default 1e5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--antithetic", action="store_true", help="pair v with -v")
     p.add_argument("--qmc", action="store_true", help="scrambled Sobol points")
     p.set_defaults(func=cmd_loss)
 
     p = sub.add_parser("limit", help="the Gamma-limit L (continuum functional) for phi = scale * id, by quadrature")
-    _add_manifold_args(p)
+    _add_encoder_args(p)
     p.add_argument("--nodes", type=int, default=None,
                    help="quadrature nodes per chart coordinate (default: doubled until converged)")
     p.set_defaults(func=cmd_limit)
@@ -116,20 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def _add_train_args(p):
-    from .train import ENCODERS, LIMIT_METHODS, MANIFOLDS
+    from .train import ENCODERS, LIMIT_METHODS
 
     # default None: the value of TrainConfig, or of the stored run with --resume
-    p.add_argument("--manifold", choices=sorted(MANIFOLDS), default=None, help="default rotating-ellipse")
+    _add_manifold_args(p, default=None, penalty=None)
     p.add_argument("--latent-dim", type=int, default=None, help="latent dimension l >= m (default 2)")
-    p.add_argument("--delta", type=float, default=None, help="pair scale (default 0.05)")
+    p.add_argument("--delta", type=float, default=None, help="pair scale (default: 0.05 injectivity radius)")
     p.add_argument("--lam", type=float, default=None, help="bending weight (default 0.01)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 3000)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 256)")
@@ -139,7 +180,6 @@ def _add_train_args(p):
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 100)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--n-pixels", type=int, default=None, help="image size N of the image manifolds (default 32)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
     p.add_argument("--eval-pairs", type=int, default=None, help="pairs of the final float64 L_delta")
     p.add_argument("--limit", choices=LIMIT_METHODS, default=None, help="how to evaluate L (default quadrature)")
@@ -147,28 +187,30 @@ def _add_train_args(p):
     p.add_argument("--out", default=None, help="run folder: checkpoint, metrics.csv, result.json")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def cmd_train(args) -> dict:
-    import dataclasses
-
     from . import train as training
 
-    names = {f.name for f in dataclasses.fields(training.TrainConfig)}
+    names = {f.name for f in dataclasses.fields(training.TrainConfig)} - {"n_pixels"}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    if args.resume:
-        if args.out is None:
-            raise ValueError("--resume needs --out, the folder of the run to continue")
-        config = dataclasses.replace(training.load_config(args.out), **given)
-    else:
-        config = training.TrainConfig(**given)
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out, the folder of the run to continue")
+    stored = training.load_config(args.out) if args.resume else None
+    name = args.manifold or (stored or training.TrainConfig).manifold  # the class attribute: the field's default
+    params = manifold_params(args, name)
+    make_manifold(name, **params)  # a parameter the manifold does not take is an error here
+    if "n_pixels" in params:
+        given["n_pixels"] = params.pop("n_pixels")
+    if params:
+        given["manifold_params"] = params
+    config = dataclasses.replace(stored, **given) if args.resume else training.TrainConfig(**given)
     result = training.train(config, out=args.out, resume=args.resume, progress=not args.no_progress)
     ev = result.evaluation
-    return {"out": args.out, "manifold": config.manifold, "steps": result.steps, "seconds": result.seconds,
-            "pairs_per_second": result.pairs_per_second, "final_batch_loss": result.history[-1]["loss"],
-            "L_delta": ev["L_delta"]["total"], "L_delta_stderr": ev["L_delta"]["stderr"],
-            "L": ev["L"]["total"] if "L" in ev else None,
+    return {"out": args.out, "manifold": config.manifold, "penalty": config.penalty, "delta": config.delta,
+            "steps": result.steps, "seconds": result.seconds, "pairs_per_second": result.pairs_per_second,
+            "final_batch_loss": result.history[-1]["loss"], "L_delta": ev["L_delta"]["total"],
+            "L_delta_stderr": ev["L_delta"]["stderr"], "L": ev["L"]["total"] if "L" in ev else None,
             "float32_relative_error": ev["float32_relative_error"]["total"]}
 
 

@@ -335,3 +335,17 @@ def test_cli_train_errors(capsys):
     assert "invalid choice" in capsys.readouterr().err
     assert main(["train", "--manifold", "periodic-blob", "--latent-dim", "1", "--no-progress"]) == 2
     assert "latent_dim = 1 is below the dimension m = 2" in capsys.readouterr().err
+    assert main(["train", "--manifold", "circle", "--n-pixels", "20", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'circle' does not take ['n_pixels']" in err
+
+
+def test_cli_train_with_manifold_parameters_and_penalty(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--manifold", "sphere", "--radius", "2", "--latent-dim", "3", "--penalty", "ratio",
+                 "--steps", "2", "--batch-size", "16", "--hidden", "4", "--eval-pairs", "64", "--limit", "none",
+                 "--out", str(out), "--no-progress", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["manifold_params"] == {"radius": 2.0} and stored["penalty"] == "ratio"
+    assert stored["delta"] == result["delta"] == default_delta(Sphere(2.0))
