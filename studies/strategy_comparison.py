@@ -9,29 +9,17 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from gammalimit import Circle, FlatTorus, Sphere, discrete_loss
-from gammalimit.sampling import STRATEGIES
+from gammalimit import Circle, FlatTorus, Sphere, discrete_loss, symbolic
+from gammalimit.testmaps import sphere_shear, torus_polynomial
 
 #: place in `gammalimit reproduce`
 ORDER = 30
 
-
-def _poly_sphere(x):
-    return torch.stack([x[:, 0] + 0.3 * x[:, 1] * x[:, 2], x[:, 1] + 0.2 * x[:, 0] ** 2,
-                        0.8 * x[:, 2] - 0.1 * x[:, 0] * x[:, 1]], -1)
-
-
-def _poly_torus(x):
-    return torch.stack([x[:, 0] + 0.2 * x[:, 2] * x[:, 1], x[:, 1], 0.9 * x[:, 2] + 0.1 * x[:, 0] ** 2,
-                        x[:, 3] - 0.2 * x[:, 0] * x[:, 3]], -1)
-
-
 CASES = [
     ("circle, 1.2 id", lambda: Circle(1.0), lambda x: 1.2 * x),
-    ("sphere, polynomial phi", lambda: Sphere(1.0), _poly_sphere),
-    ("torus, polynomial phi", lambda: FlatTorus((1.0, 1.0)), _poly_torus),
+    ("sphere, polynomial phi", lambda: Sphere(1.0), sphere_shear),
+    ("torus, polynomial phi", lambda: FlatTorus((1.0, 1.0)), torus_polynomial),
 ]
 
 
@@ -47,16 +35,6 @@ class Params:
         return cls(n=200_000)
 
 
-def symbolic_kappa(strategy: str, m: int) -> float:
-    """``kappa = E[r^4]`` from :mod:`gammalimit.symbolic` where available."""
-    try:
-        from gammalimit import symbolic
-
-        return float(symbolic.kappa(strategy, m))
-    except (ImportError, AttributeError):
-        return STRATEGIES[strategy].kappa(m)
-
-
 def run(p: Params) -> dict:
     rows = []
     for label, make, phi in CASES:
@@ -69,7 +47,7 @@ def run(p: Params) -> dict:
         rows.append({
             "label": label, "m": M.dim,
             "kappa_measured": ratio, "kappa_stderr": ratio_se,
-            "kappa_symbolic": symbolic_kappa("ball", M.dim) / symbolic_kappa("shell", M.dim),
+            "kappa_symbolic": float(symbolic.kappa("ball", M.dim)) / float(symbolic.kappa("shell", M.dim)),
             "loss": {s: e.total for s, e in est.items()},
             "stderr": {s: e.stderr for s, e in est.items()},
             # variance per antithetic couple (2 pairs), and relative to the mean squared
