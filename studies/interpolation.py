@@ -21,7 +21,9 @@ import torch
 from gammalimit.autoencoder import (DecoderConfig, decode_latent_path, fit_decoder,
                                     geodesic_interpolant, interpolation_errors, latent_midpoint_defect,
                                     train_plain_autoencoder)
-from gammalimit.manifolds import PeriodicBlob, RotatingEllipse, TranslatingBlob
+from gammalimit.embeddings import flat_coordinates
+from gammalimit.manifolds import TranslatingBlob
+from gammalimit.manifolds.extent import diameter
 from gammalimit.sampling import sample_pairs
 from gammalimit.train import TrainConfig, train
 
@@ -77,23 +79,6 @@ class Params:
                    quick_mode=True)
 
 
-def diameter(manifold) -> float:
-    """Intrinsic diameter: the largest geodesic distance between two points."""
-    if isinstance(manifold, TranslatingBlob):
-        lo, hi = manifold.centre_bounds
-        return math.sqrt(2 * manifold.metric_scale) * (hi - lo)
-    if isinstance(manifold, RotatingEllipse):
-        return manifold.length / 2
-    if isinstance(manifold, PeriodicBlob):
-        return math.sqrt(manifold.metric_scale / 2)
-    raise TypeError(f"no diameter known for {manifold!r}")
-
-
-def _oracle_codes(manifold, x):
-    """An exact flat chart (TranslatingBlob: sqrt(pi/2) t), for the check of the defect measure."""
-    return math.sqrt(manifold.metric_scale) * manifold.centres(x)
-
-
 def _mean(t) -> float:
     return float(t.mean())
 
@@ -146,7 +131,7 @@ def run_case(case: Case, p: Params) -> dict:
         checks["interpolant_midpoint"] = max(checks["interpolant_midpoint"], float(
             (torch.linalg.vector_norm(mid - pairs.midpoint, dim=-1) / torch.linalg.vector_norm(mid, dim=-1)).max()))
         if isinstance(M, TranslatingBlob):
-            oracle = latent_midpoint_defect(lambda x: _oracle_codes(M, x), pairs)
+            oracle = latent_midpoint_defect(lambda x: flat_coordinates(M, x), pairs)
             checks["oracle_defect"] = max(checks["oracle_defect"], float(oracle.max()))
         rows.append(row)
 

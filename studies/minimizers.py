@@ -32,8 +32,8 @@ import torch
 from gammalimit import Circle, ClosedCurve, FlatTorus, Sphere, continuum_loss, encoder_geometry
 from gammalimit import sample_pairs
 from gammalimit.analysis import fit_order
-from gammalimit.embeddings import (exact_continuum_loss, exact_discrete_loss, optimal_round_scale,
-                                   optimal_torus_scales)
+from gammalimit.embeddings import (clifford_scales_at_delta, exact_continuum_loss, optimal_round_scale,
+                                   optimal_torus_scales, round_scale_at_delta)
 from gammalimit.families import FourierCurveMap, FourierTorusMap, SphericalHarmonicMap
 from gammalimit.minimize import (ContinuumObjective, DiscreteObjective, hessian_spectrum,
                                  minimize_multistart)
@@ -85,41 +85,6 @@ class Params:
                    mc_pairs=2048, phase_lams=(0, 8, 16, 24, 31, 33, 40), phase_starts=2, torus4_degree=1,
                    torus_rel_deltas=(0.4, 0.2, 0.1), torus_delta_starts=1, torus3_degrees=(1,), torus_starts=2,
                    sphere_degree=2, sphere_lams=(1.0, 16.0), sphere_starts=3)
-
-
-# --------------------------------------------------------------------------
-# closed-form references (THEORY.md section 5)
-
-
-def round_scale_at_delta(radius: float, delta: float, lam: float) -> float:
-    """Minimiser over ``a`` of the exact shell ``L_delta`` of ``a id`` on a circle of radius ``radius``.
-
-    That ``L_delta`` (section 5) is a quadratic in ``A = a^2``; three exact
-    values give its coefficients, and ``A* = max(0, -q / 2p)``.
-    """
-    C = Circle(radius)
-    f0, f1, f2 = (exact_discrete_loss(C, math.sqrt(A), delta=delta, lam=lam).total for A in (0.0, 1.0, 2.0))
-    p, q = 0.5 * (f2 - 2 * f1 + f0), 0.5 * (4 * f1 - f2 - 3 * f0)
-    return math.sqrt(max(0.0, -q / (2 * p)))
-
-
-def clifford_scales_at_delta(torus: FlatTorus, delta: float, lam: float) -> tuple[float, float]:
-    """Minimiser over ``(a1, a2)`` of the exact shell ``L_delta`` of ``diag(a1 I2, a2 I2)``.
-
-    It is a quadratic in ``b = (a1^2, a2^2)``: six exact values give it, and
-    its stationary point is returned (``ValueError`` if it is not in ``b > 0``).
-    """
-    def f(b1, b2):
-        return exact_discrete_loss(torus, (math.sqrt(b1), math.sqrt(b2)), delta=delta, lam=lam).total
-
-    f00, f10, f01, f20, f02, f11 = f(0, 0), f(1, 0), f(0, 1), f(2, 0), f(0, 2), f(1, 1)
-    h11, h22 = f20 - 2 * f10 + f00, f02 - 2 * f01 + f00
-    h12 = f11 - f10 - f01 + f00
-    g = np.array([f10 - f00 - h11 / 2, f01 - f00 - h22 / 2])
-    b = np.linalg.solve([[h11, h12], [h12, h22]], -g)
-    if b.min() <= 0:
-        raise ValueError(f"the stationary point b = {b} is not feasible")
-    return float(math.sqrt(b[0])), float(math.sqrt(b[1]))
 
 
 def _run_record(r) -> dict:
@@ -317,20 +282,13 @@ def run_sphere(p: Params) -> dict:
 
 def run(p: Params) -> dict:
     out, seconds = {}, {}
-    t = time.perf_counter()
-    out["curves"] = [run_curve(name, p) for name in p.curves]
-    seconds["curves"] = time.perf_counter() - t
-    t = time.perf_counter()
-    out["phase"] = run_phase(p)
-    seconds["phase"] = time.perf_counter() - t
-    t = time.perf_counter()
-    out["torus"] = run_torus(p)
-    seconds["torus"] = time.perf_counter() - t
-    t = time.perf_counter()
-    out["sphere"] = run_sphere(p)
-    seconds["sphere"] = time.perf_counter() - t
-    out["seconds"] = seconds
-    out["gtol"] = p.gtol
+    parts = {"curves": lambda: [run_curve(name, p) for name in p.curves], "phase": lambda: run_phase(p),
+             "torus": lambda: run_torus(p), "sphere": lambda: run_sphere(p)}
+    for key, part in parts.items():
+        t = time.perf_counter()
+        out[key] = part()
+        seconds[key] = time.perf_counter() - t
+    out["seconds"], out["gtol"] = seconds, p.gtol
     return out
 
 
@@ -399,25 +357,10 @@ def summary(data: dict) -> list[dict]:
 # --------------------------------------------------------------------------
 
 
-def _delta_axis(ax, h):
-    """Log axis in delta with plain labels at the sampled decades."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
-
-    ticks = [t for t in (0.02, 0.05, 0.1, 0.2, 0.5, 1.0) if min(h) * 0.9 <= t <= max(h) * 1.1]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-
-
-def _ref_slope(ax, h, y0, order, label, style="k:"):
-    h = np.asarray(h, float)
-    ax.plot(h, y0 * (h / h[0]) ** order, style, lw=1, label=label)
-
-
 def plot(data: dict):
     import matplotlib.pyplot as plt
-    from matplotlib import cm, colors
+
+    from gammalimit.plotting import decade_ticks, reference_slope, surface
 
     fig = plt.figure(figsize=(15, 13.5))
     gs = fig.add_gridspec(3, 3, hspace=0.38, wspace=0.3)
@@ -442,8 +385,8 @@ def plot(data: dict):
                        label=f"{c['name']}, fixed MC sample (N={n_mc})")
     c0 = data["curves"][0]
     h0 = [r["rel_delta"] for r in c0["deltas"]]
-    _ref_slope(axa, h0, 2 * c0["deltas"][0]["radius_error"], 2, r"$\propto\delta^2$")
-    _ref_slope(axc, h0, 2 * abs(c0["deltas"][0]["gap"]), 2, r"$\propto\delta^2$")
+    reference_slope(axa, h0, 2 * c0["deltas"][0]["radius_error"], 2, r"$\propto\delta^2$")
+    reference_slope(axc, h0, 2 * abs(c0["deltas"][0]["gap"]), 2, r"$\propto\delta^2$")
     axb.axhline(1e-6, color="k", ls=":", lw=1, label="check threshold")
     axa.set_title(r"(a) radius of the $L_\delta$ minimiser vs $a\ell/2\pi$", fontsize=10)
     axa.set_ylabel(r"$|r_\delta / (a\ell/2\pi) - 1|$")
@@ -454,7 +397,7 @@ def plot(data: dict):
     for ax in (axa, axb, axc):
         ax.set_xlabel(r"$\delta / (\ell/2\pi)$")
         ax.grid(alpha=0.3, which="both", lw=0.5)
-        _delta_axis(ax, h0)
+        decade_ticks(ax, h0)
     axa.legend(fontsize=7, loc="upper left")
     axb.legend(fontsize=7, loc="center left", bbox_to_anchor=(0.0, 0.62))
     axc.legend(fontsize=7, loc="upper left")
@@ -489,7 +432,7 @@ def plot(data: dict):
     axe.loglog(h, [max(r["anisotropy"], r["overlap"], r["higher_modes"], 1e-16) for r in r4["deltas"]], "s-",
                ms=4, label="distance from Clifford form")
     axe.loglog(h, [abs(r["gap"]) for r in r4["deltas"]], "^-", ms=4, label=r"$|\min L_\delta - \min L|$")
-    _ref_slope(axe, h, 2 * r4["deltas"][0]["scale_error"], 2, r"$\propto\delta^2$")
+    reference_slope(axe, h, 2 * r4["deltas"][0]["scale_error"], 2, r"$\propto\delta^2$")
     e = r4["expected_scales"]
     axe.set_title("(e) flat torus $R$=(%g, %g) into $R^4$: Clifford, $a$=(%.5f, %.5f)"
                   % (*data["torus"]["radii"], *e), fontsize=9)
@@ -497,32 +440,15 @@ def plot(data: dict):
     axe.set_ylabel("relative error / deviation")
     axe.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 0.12))
     axe.grid(alpha=0.3, which="both", lw=0.5)
-    _delta_axis(axe, h)
+    decade_ticks(axe, h)
 
     # (f) torus in R^3: surface
     axf = fig.add_subplot(gs[1, 2], projection="3d")
     surf = data["torus"]["R3"]["surface"]
-    P = np.asarray(surf["points"])
-    D = np.asarray(surf["density"])
-    P = P - P.reshape(-1, 3).mean(0)
-    # principal axes, for a readable view
-    _, _, Vt = np.linalg.svd(P.reshape(-1, 3), full_matrices=False)
-    P = P @ Vt.T
-    norm = colors.Normalize(D.min(), D.max())
-    axf.plot_surface(P[..., 0], P[..., 1], P[..., 2], facecolors=cm.viridis(norm(D)), rstride=1, cstride=1,
-                     linewidth=0, antialiased=True, shade=False, alpha=0.55)
-    # images of coordinate circles a = const and b = const, to show how the surface is swept
-    step = max(1, surf["n"] // 8)
-    for i in range(0, surf["n"], step):
-        axf.plot(*P[i, :, :].T, color="k", lw=0.4, alpha=0.7)
-        axf.plot(*P[:, i, :].T, color="0.3", lw=0.4, alpha=0.5, ls="--")
-    lim = np.abs(P).max()
-    for set_lim in (axf.set_xlim, axf.set_ylim, axf.set_zlim):
-        set_lim(-lim, lim)
+    mappable = surface(axf, surf["points"], surf["density"])
     best3 = data["torus"]["R3"]["degrees"][-1]
     axf.set_title(f"(f) torus into $R^3$: best found, K={best3['degree']}, L={best3['L']:.5f}\n"
                   "colour: density of $L$; lines: $a$ = const (solid), $b$ = const (dashed)", fontsize=9)
-    mappable = cm.ScalarMappable(norm=norm, cmap="viridis")
     fig.colorbar(mappable, ax=axf, shrink=0.6, pad=0.1)
 
     # (g) torus in R^3: energies by degree

@@ -15,14 +15,14 @@ import math
 import sys
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 
 from gammalimit.autoencoder import midpoint_defect
+from gammalimit.embeddings import flat_coordinates
 from gammalimit.estimator import GammaEncoder, local_isometry_error, overlap_fraction, procrustes_error
-from gammalimit.manifolds import SwissRoll, TranslatingBlob
 from gammalimit.sampling import sample_pairs
 from gammalimit.train import make_manifold
 
@@ -106,15 +106,6 @@ def make_method(name: str, case: Case, p: Params):
     raise ValueError(f"unknown method {name!r}; allowed: {list(METHODS)}")
 
 
-def flat_coordinates(manifold, x):
-    """True flat (isometric) global coordinates, or ``None`` where there are none."""
-    if isinstance(manifold, SwissRoll):
-        return manifold.unrolled(x)
-    if isinstance(manifold, TranslatingBlob):
-        return math.sqrt(manifold.metric_scale) * manifold.centres(x)
-    return None
-
-
 def _triples(pairs):
     return torch.cat([pairs.x, pairs.y, pairs.midpoint]).numpy()
 
@@ -171,7 +162,7 @@ def run_case(case: Case, p: Params) -> dict:
                     float(midpoint_defect(flat[:n], flat[n:2 * n], flat[2 * n:]).max()),
                     procrustes_error(flat @ torch.tensor([[0.6, -0.8], [0.8, 0.6]], dtype=flat.dtype) * 3 + 1, flat))
     results = [evaluate_method(name, case, p, M, fit_pairs, test_pairs) for name in p.methods]
-    return {"manifold": case.manifold, "repr": repr(M), "ambient_dim": M.ambient_dim, "case": case,
+    return {"manifold": case.manifold, "repr": repr(M), "ambient_dim": M.ambient_dim, "case": asdict(case),
             "exact_chart_check": check,
             "results": results}
 
@@ -213,7 +204,7 @@ def _notes(case: dict) -> list[str]:
     """Caveats read off the numbers."""
     notes = []
     ok = [r for r in case["results"] if "failed" not in r]
-    l = case["case"]["latent_dim"] if isinstance(case["case"], dict) else case["case"].latent_dim
+    l = case["case"]["latent_dim"]
     for r in ok:
         if r["method"] == "MDS" and l == case["ambient_dim"]:
             notes.append(f"MDS embeds into l = {l} = the ambient dimension: it returns the data up to a rigid "
@@ -253,10 +244,7 @@ def markdown_table(data: dict) -> str:
     ]
     for case in data["cases"]:
         c = case["case"]
-        name = c["manifold"] if isinstance(c, dict) else c.manifold
-        l = c["latent_dim"] if isinstance(c, dict) else c.latent_dim
-        delta = c["delta"] if isinstance(c, dict) else c.delta
-        flat = c["flat"] if isinstance(c, dict) else c.flat
+        name, l, delta, flat = c["manifold"], c["latent_dim"], c["delta"], c["flat"]
         lines += [f"## {name} (`{case['repr']}`), l = {l}, delta = {delta:g}", "",
                   "| method | isometry | scale s | defect | Procrustes | overlap | out-of-sample | fit [s] |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -290,7 +278,7 @@ def summary(data: dict) -> list[dict]:
     out = []
     for case in data["cases"]:
         c = case["case"]
-        name, flat = (c["manifold"], c["flat"]) if isinstance(c, dict) else (c.manifold, c.flat)
+        name, flat = c["manifold"], c["flat"]
         if case["exact_chart_check"] is not None:
             out.append({"quantity": f"{name}: exact flat chart: errors", "measured": case["exact_chart_check"],
                         "expected": "< 1e-9", "passed": bool(case["exact_chart_check"] < 1e-9)})
@@ -333,7 +321,7 @@ def plot(data: dict):
 
     cases = data["cases"]
     methods = data["methods"]
-    names = [(c["case"]["manifold"] if isinstance(c["case"], dict) else c["case"].manifold) for c in cases]
+    names = [c["case"]["manifold"] for c in cases]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), gridspec_kw={"width_ratios": [1.3, 1.3, 1]})
     x = np.arange(len(cases))
     offsets = np.linspace(-0.3, 0.3, len(methods))
