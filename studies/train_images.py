@@ -36,11 +36,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 
 from gammalimit import Circle, FlatTorus, sample_pairs
-from gammalimit.embeddings import (exact_continuum_loss, exact_discrete_loss, optimal_round_scale,
-                                   optimal_torus_scales)
+from gammalimit.embeddings import (clifford_scales_at_delta, exact_continuum_loss, exact_discrete_loss,
+                                   optimal_round_scale, optimal_torus_scales, round_scale_at_delta)
+from gammalimit.shapes import circle_fit, clifford_fit, procrustes
 from gammalimit.train import TrainConfig, float64_copy, train
 
 #: place in `gammalimit reproduce`
@@ -127,16 +127,6 @@ def _evaluation(res) -> dict:
 # rotating ellipse
 
 
-def circle_fit(codes: torch.Tensor) -> dict:
-    """Radius, roundness and speed uniformity of a closed curve of codes
-    ``shape=[k, 2]`` sampled uniformly along the data curve."""
-    centre = codes.mean(0)
-    r = torch.linalg.vector_norm(codes - centre, dim=-1)
-    speed = torch.linalg.vector_norm(torch.roll(codes, -1, 0) - codes, dim=-1)
-    return {"centre": centre.tolist(), "radius": float(r.mean()), "roundness": float(r.max() / r.min()),
-            "speed_ratio": float(speed.max() / speed.min())}
-
-
 def run_ellipse(p: Params) -> dict:
     cfg = _config(p, "rotating-ellipse", 2, p.ellipse_delta, p.ellipse_lam, p.ellipse_steps, p.ellipse_lr)
     M = cfg.make_manifold()
@@ -144,9 +134,7 @@ def run_ellipse(p: Params) -> dict:
     a = optimal_round_scale(R, cfg.lam)
     circle = Circle(R)
     # the best round circle for L_delta at this delta (closed form of section 5, minimised over a)
-    best = minimize(lambda s: exact_discrete_loss(circle, float(s[0]), delta=cfg.delta, lam=cfg.lam).total, [a],
-                    method="Nelder-Mead", options={"xatol": 1e-12, "fatol": 1e-16})
-    a_delta = float(best.x[0])
+    a_delta = round_scale_at_delta(R, cfg.delta, cfg.lam)
     theta = torch.arange(256, dtype=torch.float64) * (math.pi / 256)
     images = M.render(theta)
 
@@ -174,14 +162,6 @@ def run_ellipse(p: Params) -> dict:
 
 # --------------------------------------------------------------------------
 # translating blob
-
-
-def procrustes(codes: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``codes`` moved by the rigid motion (orthogonal map and translation, no
-    scaling) that best fits ``target`` in least squares; both ``shape=[k, l]``."""
-    mc, mt = codes.mean(0), target.mean(0)
-    U, _, Vt = torch.linalg.svd((codes - mc).T @ (target - mt))
-    return (codes - mc) @ (U @ Vt) + mt
 
 
 def run_blob(p: Params) -> dict:
@@ -229,47 +209,24 @@ def run_blob(p: Params) -> dict:
 # periodic blob
 
 
-def clifford_fit(codes: torch.Tensor, t: torch.Tensor) -> dict:
-    """Regress codes ``shape=[k, 4]`` on ``(1, cos 2 pi t_1, sin 2 pi t_1, cos 2 pi t_2, sin 2 pi t_2)``.
-
-    For a Clifford torus the two ``4 x 2`` coefficient blocks are ``r_i``
-    times orthonormal frames of orthogonal planes: their singular values are
-    the radii of the circle factors, and the cosine of the smallest principal
-    angle between their column spaces is 0.
-    """
-    a1, a2 = 2 * math.pi * t[:, 0], 2 * math.pi * t[:, 1]
-    F = torch.stack([torch.ones_like(a1), a1.cos(), a1.sin(), a2.cos(), a2.sin()], -1)
-    beta = torch.linalg.lstsq(F, codes).solution
-    C1, C2 = beta[1:3].T, beta[3:5].T
-    Q1, Q2 = torch.linalg.qr(C1).Q, torch.linalg.qr(C2).Q
-    resid = codes - F @ beta
-    return {
-        "radii_1": torch.linalg.svdvals(C1).tolist(), "radii_2": torch.linalg.svdvals(C2).tolist(),
-        "plane_cosine": float(torch.linalg.svdvals(Q1.T @ Q2)[0]),
-        "residual": float(torch.sqrt((resid**2).sum(-1).mean()) / torch.sqrt(((codes - codes.mean(0)) ** 2).sum(-1).mean())),
-        "plane_1": ((codes - beta[0]) @ Q1).tolist(), "plane_2": ((codes - beta[0]) @ Q2).tolist(),
-    }
-
-
 def run_torus(p: Params) -> dict:
     cfg = _config(p, "periodic-blob", 4, p.torus_delta, p.torus_lam, p.torus_steps, p.torus_lr)
     M = cfg.make_manifold()
     R = math.sqrt(M.metric_scale) / (2 * math.pi)
     torus = FlatTorus((R, R))
     a = optimal_torus_scales((R, R), cfg.lam)
-    best = minimize(lambda s: exact_discrete_loss(torus, tuple(s), delta=cfg.delta, lam=cfg.lam).total, list(a),
-                    method="Nelder-Mead", options={"xatol": 1e-12, "fatol": 1e-16})
+    a_delta = clifford_scales_at_delta(torus, cfg.delta, cfg.lam)
     res = train(cfg, progress=False)
     s = torch.arange(32, dtype=torch.float64) / 32
     t = torch.cartesian_prod(s, s)
     fit = clifford_fit(_codes(res.model, M.render(t)), t)
     radii = fit["radii_1"] + fit["radii_2"]
     return {
-        "R": R, "a": list(a), "radius_optimal": a[0] * R, "a_delta": [float(v) for v in best.x],
-        "radius_delta_optimal": float(best.x[0]) * R, **fit,
+        "R": R, "a": list(a), "radius_optimal": a[0] * R, "a_delta": list(a_delta),
+        "radius_delta_optimal": a_delta[0] * R, **fit,
         "radius_error": max(abs(r / (a[0] * R) - 1) for r in radii),
         "L_delta_optimum": exact_discrete_loss(torus, a, delta=cfg.delta, lam=cfg.lam).total,
-        "L_delta_best_clifford": float(best.fun),
+        "L_delta_best_clifford": exact_discrete_loss(torus, a_delta, delta=cfg.delta, lam=cfg.lam).total,
         "L_optimum": exact_continuum_loss(torus, a, lam=cfg.lam).total,
         **_evaluation(res), "training": _training(res),
         "t": t.tolist(), "delta": cfg.delta, "lam": cfg.lam,
