@@ -14,13 +14,13 @@ from .functional import ContinuumLoss, continuum_loss, discrete_minus_limit, lim
 from .geometry import EncoderGeometry
 from .loss import LossEstimate, PairTerms, Terms, discrete_loss, pair_terms
 from .penalties import PENALTIES, Penalty, get_penalty, register_penalty
-from .manifolds import (Circle, ClosedCurve, FlatTorus, PeriodicBlob, RotatingEllipse, Sphere, SwissRoll,
-                        TranslatingBlob)
+from .manifolds import (Circle, ClosedCurve, FlatTorus, PeriodicBlob, PointCloud, RotatingEllipse, Sphere,
+                        SwissRoll, TranslatingBlob)
 from .sampling import STRATEGIES, PairSample, register_strategy, sample_pairs
 
 __all__ = [
     "Circle", "Sphere", "FlatTorus", "SwissRoll", "ClosedCurve",
-    "TranslatingBlob", "RotatingEllipse", "PeriodicBlob",
+    "TranslatingBlob", "RotatingEllipse", "PeriodicBlob", "PointCloud",
     "sample_pairs", "discrete_loss", "pair_terms",
     "PairSample", "PairTerms", "Terms", "LossEstimate", "STRATEGIES", "register_strategy",
     "PENALTIES", "Penalty", "get_penalty", "register_penalty",

@@ -131,12 +131,20 @@ def stream_estimate(per_pair: Callable[[PairSample], torch.Tensor], d: int, mani
 
     Pairs come in the fixed-seed blocks of :func:`gammalimit.sampling.iter_pairs`
     (its parameters), so memory stays bounded for any ``n``; units are formed
-    as :class:`UnitStatistics` says.
+    as :class:`UnitStatistics` says. ``manifold`` may also be a
+    :class:`~gammalimit.sampling.PairSample` of given pairs (then ``n``,
+    ``delta``, ``strategy`` and ``seed`` are not used).
     """
+    if isinstance(manifold, PairSample):  # pairs given by the user: each pair is a unit
+        if manifold.antithetic or qmc:
+            raise ValueError("a given PairSample is averaged pair by pair: antithetic and qmc do not apply")
+        stream = manifold.blocks(1 << 14)
+    else:
+        stream = iter_pairs(manifold, n, delta, strategy=strategy, antithetic=antithetic, qmc=qmc, seed=seed,
+                            qmc_replicates=qmc_replicates)
     stats = UnitStatistics(d, antithetic=antithetic, qmc=qmc)
     n_pairs = rejected = 0
-    for pairs in iter_pairs(manifold, n, delta, strategy=strategy, antithetic=antithetic, qmc=qmc, seed=seed,
-                            qmc_replicates=qmc_replicates):
+    for pairs in stream:
         stats.add(per_pair(pairs), pairs.replicate[0])
         n_pairs += len(pairs)
         rejected += pairs.n_rejected

@@ -255,7 +255,8 @@ def continuum_loss(phi, manifold, *, lam: float, penalty="squared", strategy="sh
     strat = get_strategy(strategy)
     chart = getattr(manifold, "chart", None)
     if chart is None:
-        raise TypeError(f"continuum_loss needs a manifold with a chart, got {manifold!r}")
+        raise TypeError(f"continuum_loss needs a manifold with a chart (exact geometry), got {manifold!r}: "
+                        "samples alone do not determine the limit; use discrete_loss")
     m = chart.dim
     fixed = nodes is not None
     counts = _node_counts(nodes, m)

@@ -224,8 +224,8 @@ class LossEstimate:
         return flatten_terms(asdict(self))
 
 
-def discrete_loss(phi, manifold, *, delta: float, lam: float, n: int, penalty="squared", strategy="shell",
-                  antithetic: bool = False, qmc: bool = False, seed: int = 0,
+def discrete_loss(phi, manifold, *, lam: float, delta: float | None = None, n: int | None = None,
+                  penalty="squared", strategy="shell", antithetic: bool = False, qmc: bool = False, seed: int = 0,
                   qmc_replicates: int = 8) -> LossEstimate:
     """Monte Carlo estimate of ``L_delta[phi]`` (docs/theory.md, section 2).
 
@@ -238,11 +238,16 @@ def discrete_loss(phi, manifold, *, delta: float, lam: float, n: int, penalty="s
     phi : callable
         Encoder, float64 ``shape=[k, ambient_dim]`` -> ``shape=[k, l]``
         (a function or a ``torch.nn.Module``).
-    manifold : Manifold
-    delta : float
-        Scale, ``0 < delta < manifold.injectivity_radius``.
+    manifold : Manifold, PointCloud or PairSample
+        Where pairs come from: a manifold (exact distance and midpoint), a
+        :class:`~gammalimit.PointCloud` (surrogates estimated from samples),
+        or a :class:`~gammalimit.PairSample` of given pairs (e.g. video
+        triplets, :meth:`PairSample.from_arrays`; ``delta`` and ``n`` are then
+        taken from it).
     lam : float, >= 0
         Weight of the bending term (units of length^2).
+    delta : float
+        Scale, ``0 < delta < manifold.injectivity_radius``.
     n : int, >= 2
         Number of pairs.
     penalty : str or Penalty
@@ -263,6 +268,10 @@ def discrete_loss(phi, manifold, *, delta: float, lam: float, n: int, penalty="s
     lam = check_lam(lam)
     pen = get_penalty(penalty)
     strat = get_strategy(strategy)
+    if isinstance(manifold, PairSample):
+        delta, n = manifold.delta, len(manifold)
+    elif delta is None or n is None:
+        raise TypeError(f"discrete_loss needs delta and n to draw pairs from {manifold!r}")
     warned = []
 
     def per_pair(pairs):

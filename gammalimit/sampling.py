@@ -25,7 +25,7 @@ import torch
 from scipy.stats import qmc as scipy_qmc
 
 from .manifolds.base import DTYPE, tangent_cube_dim, unit_vector_from_cube
-from .validation import check_count, check_delta, check_seed
+from .validation import check_count, check_delta, check_positive, check_seed
 
 # --------------------------------------------------------------------------
 # strategies: each owns its radial law (radius map, density, quadrature rule, moments)
@@ -191,6 +191,47 @@ class PairSample:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    @classmethod
+    def from_arrays(cls, x, y, midpoint, dist, *, delta: float | None = None) -> "PairSample":
+        """Pairs given by the user, e.g. triplets of video frames (``midpoint`` the middle frame).
+
+        Parameters
+        ----------
+        x, y, midpoint : array, shape=[k, n]
+        dist : array, shape=[k]
+            ``d(x, y)``, positive.
+        delta : float, optional
+            The scale that normalises the penalties; default ``max(dist)``.
+
+        Returns
+        -------
+        PairSample
+            ``v`` is the unit chord direction and ``r = dist / delta``.
+        """
+        from .manifolds.point_cloud import as_samples
+
+        x, y, mid = (as_samples(a, name) for a, name in ((x, "x"), (y, "y"), (midpoint, "midpoint")))
+        if not (x.shape == y.shape == mid.shape):
+            raise ValueError(f"x, y and midpoint must have one shape (k, n), got {tuple(x.shape)}, "
+                             f"{tuple(y.shape)}, {tuple(mid.shape)}")
+        dist = torch.as_tensor(np.asarray(dist) if not isinstance(dist, torch.Tensor) else dist).to(DTYPE)
+        if dist.shape != (x.shape[0],) or not (torch.isfinite(dist).all() and (dist > 0).all()):
+            raise ValueError(f"dist must be {x.shape[0]} finite distances > 0 (one per pair), got shape "
+                             f"{tuple(dist.shape)}" + ("" if dist.shape != (x.shape[0],) else
+                                                      f" with {int((~(dist > 0)).sum())} not > 0 or non-finite"))
+        delta = float(dist.max()) if delta is None else check_positive(delta, "delta")
+        chord = torch.linalg.vector_norm(y - x, dim=-1).clamp_min(torch.finfo(DTYPE).tiny)
+        return cls(x, y, mid, dist, (y - x) / chord[:, None], dist / delta, delta,
+                   replicate=torch.zeros(x.shape[0], dtype=torch.long))
+
+    def blocks(self, size: int) -> Iterator["PairSample"]:
+        """The pairs in consecutive blocks of ``size`` (the last may be shorter)."""
+        for i in range(0, len(self), size):
+            part = slice(i, i + size)
+            rep = None if self.replicate is None else self.replicate[part]
+            yield PairSample(self.x[part], self.y[part], self.midpoint[part], self.dist[part], self.v[part],
+                             self.r[part], self.delta, False, rep)
+
     @staticmethod
     def concat(parts: list["PairSample"]) -> "PairSample":
         """Join batches; antithetic batches keep the layout ``[all +v; all -v]``."""
@@ -250,6 +291,8 @@ class _CubeSource:
 
 
 def _pairs_from_cube(manifold, strategy, delta, u, antithetic):
+    if hasattr(manifold, "pairs_from_cube"):  # samples standing for a manifold (PointCloud)
+        return manifold.pairs_from_cube(u, delta, strategy)
     m = manifold.dim
     tc = tangent_cube_dim(m)
     x = manifold.point_from_cube(u[:, :m])
@@ -331,7 +374,13 @@ def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: 
     check_count(n, "n", minimum=2)
     strat = get_strategy(strategy)
     seed = check_seed(seed)
-    dim = manifold.dim + tangent_cube_dim(manifold.dim) + strat.cube_dim
+    if hasattr(manifold, "pairs_from_cube"):
+        if antithetic:
+            raise ValueError(f"antithetic pairs (v and -v) need an exponential map; {manifold!r} has none: "
+                             "use antithetic=False")
+        dim = manifold.cube_dim(strat)
+    else:
+        dim = manifold.dim + tangent_cube_dim(manifold.dim) + strat.cube_dim
     per_unit = 2 if antithetic else 1
     block = block_size(manifold) // per_unit
     if qmc:

@@ -3,6 +3,7 @@
 from .base import Chart, Manifold
 from .circle import Circle
 from .closed_curve import ClosedCurve
+from .point_cloud import PointCloud
 from .images import PeriodicBlob, RotatingEllipse, TranslatingBlob
 from .registry import MANIFOLDS, default_delta, make_manifold, manifold_parameters, register_manifold
 from .sphere import Sphere
@@ -10,5 +11,5 @@ from .swiss_roll import SwissRoll
 from .torus import FlatTorus
 
 __all__ = ["Chart", "Manifold", "Circle", "Sphere", "FlatTorus", "SwissRoll", "ClosedCurve",
-           "TranslatingBlob", "RotatingEllipse", "PeriodicBlob",
+           "TranslatingBlob", "RotatingEllipse", "PeriodicBlob", "PointCloud",
            "MANIFOLDS", "make_manifold", "manifold_parameters", "register_manifold", "default_delta"]
