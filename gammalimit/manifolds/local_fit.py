@@ -94,12 +94,15 @@ class LocalFit:
 def principal_directions(dev: torch.Tensor, dim: int, iterations: int = 12) -> torch.Tensor:
     """The top-``dim`` principal directions of centred rows ``dev`` ``shape=[B, K, n]``, ``shape=[B, n, dim]``.
 
-    Subspace iteration on the ``K x K`` Gram matrix (``n`` may be the pixel
+    For ``n <= K`` the eigenvectors of the ``n x n`` covariance; otherwise subspace iteration on the ``K x K`` Gram matrix (``n`` may be the pixel
     count; batched dense eigen- or singular value solvers of that size are
     slow on a CPU): the tangent variances ``~ h^2`` dominate the normal ones
     ``~ h^4 / R^2`` by far, so a dozen steps settle the plane, and the
     polynomial fit absorbs any remaining tilt.
     """
+    if dev.shape[2] <= dev.shape[1]:  # few ambient coordinates: the n x n covariance directly
+        _, evecs = torch.linalg.eigh(dev.transpose(1, 2) @ dev)
+        return evecs[:, :, -dim:].flip(-1)
     gram = dev @ dev.transpose(1, 2)
     basis = gram[:, :, : min(dim + 2, gram.shape[-1])]
     for _ in range(iterations):

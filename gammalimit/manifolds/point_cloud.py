@@ -184,13 +184,22 @@ class PointCloud:
         dist, idx = self._tree.query(q.numpy(), k=k)
         weights = torch.from_numpy(dist <= self.fit_scale * delta)
         weights[:, : self.min_fit_points] = True
-        fit = fit_local(self.points[torch.from_numpy(idx)], weights, self.dim, self.degree)
-        self.last_fit = {"residual_median": float(fit.residual.median()),
-                         "residual_max": float(fit.residual.max()),
-                         "residual_over_delta2": float(fit.residual.median()) / delta**2,
-                         "points_median": float(fit.n_points.double().median()),
-                         "at_min_points": float((fit.n_points <= self.min_fit_points).double().mean())}
-        return fit.project(q)
+        idx = torch.from_numpy(idx)
+        # fits in chunks of about 2^24 neighbour coordinates (128 MiB), whatever k and n
+        chunk = max(1, (1 << 24) // (k * self.ambient_dim))
+        out, residual, used = [], [], []
+        for i in range(0, q.shape[0], chunk):
+            fit = fit_local(self.points[idx[i : i + chunk]], weights[i : i + chunk], self.dim, self.degree)
+            out.append(fit.project(q[i : i + chunk]))
+            residual.append(fit.residual)
+            used.append(fit.n_points)
+        residual, used = torch.cat(residual), torch.cat(used)
+        self.last_fit = {"residual_median": float(residual.median()),
+                         "residual_max": float(residual.max()),
+                         "residual_over_delta2": float(residual.median()) / delta**2,
+                         "points_median": float(used.double().median()),
+                         "at_min_points": float((used <= self.min_fit_points).double().mean())}
+        return torch.cat(out)
 
     def graph_distance(self, anchors: torch.Tensor, partners: torch.Tensor, delta: float) -> torch.Tensor:
         """Shortest-path length in the symmetric ``graph_neighbors``-nearest-neighbour graph, ``shape=[k]``."""
