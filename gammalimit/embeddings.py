@@ -30,7 +30,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from torch.func import jvp
 
 from .manifolds import Circle, ClosedCurve, FlatTorus, Sphere, SwissRoll, TranslatingBlob
 from .manifolds.base import DTYPE
@@ -458,20 +457,9 @@ class CircleEmbedding(torch.nn.Module):
         self.scale = float(scale)
         self.rho = curve.length / (2 * math.pi)
 
-    def _derivatives(self, t):
-        def velocity(s):
-            return jvp(self.curve.curve, (s,), (torch.ones_like(s),))[1]
-
-        (c, dc), ddc = jvp(lambda s: (self.curve.curve(s), velocity(s)), (t,), (torch.ones_like(t),))
-        return c, dc, ddc[1]
-
     def parameter(self, x):
         """Curve parameter ``t`` of points on the curve, ``shape=[k]``, differentiable in ``x``."""
-        t = self.curve.parameter_of(x.detach())
-        for _ in range(2):
-            c, dc, ddc = self._derivatives(t)
-            t = t - ((c - x) * dc).sum(-1) / ((dc * dc).sum(-1) + ((c - x) * ddc).sum(-1))
-        return t
+        return self.curve.differentiable_parameter(x, newton_steps=2)
 
     def forward(self, x):
         angle = self.curve.sigma_of_t(self.parameter(x)) / self.rho

@@ -26,7 +26,6 @@ import math
 
 import numpy as np
 import torch
-from torch.func import jvp
 
 from .manifolds import ClosedCurve, FlatTorus, Sphere
 from .manifolds.base import DTYPE, check_count
@@ -149,34 +148,22 @@ def fit_coefficients(family, target, points: torch.Tensor, rtol: float = 1e-10) 
 
 
 def differentiable_arclength(curve: ClosedCurve, x: torch.Tensor, newton_steps: int = 3) -> torch.Tensor:
-    """Arclength coordinate ``s`` of points on a :class:`ClosedCurve`, differentiable in ``x``.
-
-    The curve's own chart inverse (nearest point of a table, then Newton)
-    gives the parameter ``t`` but cannot be differentiated in forward mode
-    (``torch.cdist`` has no forward derivative in torch 2.13). It is used,
-    detached, as a converged start; ``newton_steps`` further Newton steps on
-    ``<c(t) - x, c'(t)> = 0`` with ``x`` attached then carry the derivatives
-    of the implicit function ``t(x)``: each step adds one exact order.
+    """Arclength coordinate ``s`` of points on a :class:`ClosedCurve`, differentiable in ``x``:
+    ``sigma(t(x))`` with ``t(x)`` from :meth:`ClosedCurve.differentiable_parameter`.
 
     Parameters
     ----------
     curve : ClosedCurve
     x : tensor, shape=[k, ambient_dim]
+    newton_steps : int, default 3
+        Newton steps with ``x`` attached; their derivatives are exact up to
+        order ``2^newton_steps - 1``.
 
     Returns
     -------
     tensor, shape=[k]
     """
-    t = curve.parameter_of(x.detach())
-
-    def velocity(s):
-        return jvp(curve.curve, (s,), (torch.ones_like(s),))[1]
-
-    for _ in range(newton_steps):
-        (c, dc), (_, ddc) = jvp(lambda s: (curve.curve(s), velocity(s)), (t,), (torch.ones_like(t),))
-        gap = c - x
-        t = t - (gap * dc).sum(-1) / ((dc * dc).sum(-1) + (gap * ddc).sum(-1))
-    return curve.sigma_of_t(t)
+    return curve.sigma_of_t(curve.differentiable_parameter(x, newton_steps))
 
 
 def _random_coefficients(shape, decay, scale, generator):

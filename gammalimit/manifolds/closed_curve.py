@@ -10,6 +10,13 @@ import torch
 from .base import DTYPE, Chart, check_count, random_unit_tangent, sample, wrap_angle
 
 
+def _foot_point_step(t, gap, vel, acc):
+    """One Newton step on ``f(t) = <c(t) - x, c'(t)> = 0`` (the foot of ``x`` on
+    the curve), ``f'(t) = |c'(t)|^2 + <c(t) - x, c''(t)>``; ``gap = c(t) - x``,
+    ``vel = c'(t)``, ``acc = c''(t)`` ``shape=[k, n]``, ``t`` ``shape=[k]``."""
+    return t - (gap * vel).sum(-1) / ((vel * vel).sum(-1) + (gap * acc).sum(-1))
+
+
 class ClosedCurve:
     """A smooth closed curve ``c: [0, T) -> R^n``, intrinsically a circle of length ``l``.
 
@@ -153,9 +160,36 @@ class ClosedCurve:
             e = torch.exp(1j * w * t[:, None])  # (k, modes)
             vel = ((1j * w * e) @ self._curve_coef).real
             acc = ((-(w**2) * e) @ self._curve_coef).real
-            gap = self.curve(t) - x
-            t = t - (gap * vel).sum(-1) / ((vel * vel).sum(-1) + (gap * acc).sum(-1))
+            t = _foot_point_step(t, self.curve(t) - x, vel, acc)
         return torch.remainder(t, self.period)
+
+    def differentiable_parameter(self, x, newton_steps: int = 3):
+        """Curve parameter ``t`` of points on the curve, ``shape=[k]``,
+        differentiable in ``x`` in forward and reverse mode.
+
+        :meth:`parameter_of` cannot be differentiated in forward mode
+        (``torch.cdist`` has no forward derivative); it is used, detached, as a
+        converged start. ``newton_steps`` further Newton steps on
+        ``<c(t) - x, c'(t)> = 0`` with ``x`` attached, the curve's derivatives
+        taken by autodiff, carry the derivatives of the implicit function
+        ``t(x)``: each step squares the error, so ``n`` steps make them exact
+        up to order ``2^n - 1``.
+
+        Parameters
+        ----------
+        x : tensor, shape=[k, ambient_dim]
+        newton_steps : int, default 3
+
+        Returns
+        -------
+        tensor, shape=[k]
+        """
+        t = self.parameter_of(x.detach())
+        for _ in range(newton_steps):
+            (c, vel), (_, acc) = torch.func.jvp(lambda s: (self.curve(s), self._velocity(s)),
+                                                (t,), (torch.ones_like(t),))
+            t = _foot_point_step(t, c - x, vel, acc)
+        return t
 
     # ---- protocol
     def _point(self, sigma):

@@ -17,10 +17,9 @@ the rendered images realise it up to a *discretisation error* (quadrature on
 the pixel grid plus, off the torus, the Gaussian tails cut off at the border).
 Each class measures it with :meth:`metric_discretisation_error`: the relative
 deviation of the Gram matrix of the rendered, pixel-weighted Jacobian from the
-exact metric. The tangent frame is the rendered Jacobian scaled by the exact
-metric, so its discretised Gram matrix is the identity only up to that error;
-:meth:`exp` reads tangent components by least squares against the frame, so
-``dist(x, exp(x, t v)) = t`` holds to round-off all the same.
+exact metric. The protocol methods, written once from ``render``,
+``jacobian`` and the inverse chart ``params_of``, are those of
+:class:`~gammalimit.manifolds.image_base.ImageManifold`.
 
 Points are turned back into parameters (``chart.inverse``) by moments (a
 centroid, a circular mean, or the orientation of the second-moment tensor)
@@ -34,7 +33,8 @@ import math
 
 import torch
 
-from .base import DTYPE, Chart, as_points, check_positive, random_unit_tangent, sample
+from .base import DTYPE, as_points, check_positive
+from .image_base import ImageManifold, check_sigma, pixel_centres, relative_gram_error, wrap_half
 
 # Gauss-Newton steps of the inverse chart: moments are accurate to 1e-4 or
 # better on the manifold, and the zero-residual iteration converges
@@ -42,37 +42,13 @@ from .base import DTYPE, Chart, as_points, check_positive, random_unit_tangent, 
 _GAUSS_NEWTON_STEPS = 3
 
 
+def _parameters(t) -> torch.Tensor:
+    """Parameters as float64 (a no-op, autodiff-transparent, for float64 tensors)."""
+    return t.to(DTYPE) if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=DTYPE)
+
+
 # --------------------------------------------------------------------------
-# shared helpers
-
-
-def _check_pixels(n_pixels) -> int:
-    if isinstance(n_pixels, bool) or not isinstance(n_pixels, int) or n_pixels < 8:
-        raise ValueError(f"n_pixels must be an integer >= 8, got {n_pixels!r}")
-    return n_pixels
-
-
-def _check_sigma(sigma, name: str, n_pixels: int, upper: float, why: str) -> float:
-    """``sigma`` in ``[h, upper]``: at least one pixel (spectral accuracy of the
-    quadrature), at most ``upper`` (the reason is ``why``)."""
-    sigma = check_positive(sigma, name)
-    h = 1.0 / n_pixels
-    if sigma < h or sigma > upper:
-        raise ValueError(
-            f"{name} must lie in [1/n_pixels, {upper:.6g}] = [{h:.6g}, {upper:.6g}] "
-            f"(at least one pixel; at most {upper:.6g} {why}), got {sigma!r}"
-        )
-    return sigma
-
-
-def pixel_centres(n_pixels: int) -> torch.Tensor:
-    """Pixel centre coordinates ``(i + 1/2) / N`` along one axis, ``shape=[N]``."""
-    return (torch.arange(n_pixels, dtype=DTYPE) + 0.5) / n_pixels
-
-
-def _wrap_half(a: torch.Tensor) -> torch.Tensor:
-    """Reals mapped to ``[-1/2, 1/2)`` (differences on the unit circle)."""
-    return torch.remainder(a + 0.5, 1.0) - 0.5
+# separable blobs: h a(p_i; t_1) a(p_j; t_2) for a 1-D profile a
 
 
 def _gaussian_profile(p: torch.Tensor, t: torch.Tensor, sigma: float):
@@ -88,19 +64,26 @@ def _periodic_profile(p: torch.Tensor, t: torch.Tensor, sigma: float, images: in
     and ``da/dt``, each ``shape=[k, N]``; ``k`` runs over ``|k| <= images``
     about the wrapped difference, which leaves out terms below ``1e-18``."""
     k = torch.arange(-images, images + 1, dtype=p.dtype)
-    d = _wrap_half(p - t[:, None])[:, :, None] - k
+    d = wrap_half(p - t[:, None])[:, :, None] - k
     e = torch.exp(-0.5 * (d / sigma) ** 2)
     return e.sum(-1), (e * d).sum(-1) / sigma**2
-
-
-def _parameters(t) -> torch.Tensor:
-    """Parameters as float64 (a no-op, autodiff-transparent, for float64 tensors)."""
-    return t.to(DTYPE) if isinstance(t, torch.Tensor) else torch.as_tensor(t, dtype=DTYPE)
 
 
 def _outer_image(a: torch.Tensor, b: torch.Tensor, h: float) -> torch.Tensor:
     """The separable image ``h a(p_i) b(p_j)`` as ambient vectors, ``shape=[k, N^2]``."""
     return h * (a[:, :, None] * b[:, None, :]).flatten(1)
+
+
+def _separable_render(profile, t: torch.Tensor, h: float) -> torch.Tensor:
+    """Images ``h a(p_i; t_1) a(p_j; t_2)`` for ``t`` ``shape=[k, 2]``, ``shape=[k, N^2]``."""
+    return _outer_image(profile(t[:, 0])[0], profile(t[:, 1])[0], h)
+
+
+def _separable_jacobian(profile, t: torch.Tensor, h: float) -> torch.Tensor:
+    """``d render / d t`` of :func:`_separable_render`, ``shape=[k, N^2, 2]``."""
+    a, da = profile(t[:, 0])
+    b, db = profile(t[:, 1])
+    return torch.stack([_outer_image(da, b, h), _outer_image(a, db, h)], -1)
 
 
 def _separable_gauss_newton(x, t, profile, h):
@@ -131,26 +114,11 @@ def _separable_gauss_newton(x, t, profile, h):
     return t
 
 
-def _tangent_components(frame: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Least-squares components ``c`` of ``v ~ frame c``, ``shape=[k, m]``, for
-    ``frame`` ``shape=[k, n, m]`` and ``v`` ``shape=[k, n]``."""
-    gram = frame.transpose(1, 2) @ frame
-    rhs = torch.einsum("kni,kn->ki", frame, v)
-    return torch.linalg.solve(gram, rhs)
-
-
-def _relative_gram_error(jac: torch.Tensor, metric: torch.Tensor) -> float:
-    """``max_k |J_k^T J_k - g|_2 / |g|_2`` for ``jac`` ``shape=[k, n, m]``."""
-    gram = jac.transpose(1, 2) @ jac
-    err = torch.linalg.matrix_norm(gram - metric, ord=2) / torch.linalg.matrix_norm(metric, ord=2)
-    return float(err.max())
-
-
 # --------------------------------------------------------------------------
 # translating blob
 
 
-class TranslatingBlob:
+class TranslatingBlob(ImageManifold):
     """A Gaussian blob ``u_t(p) = exp(-|p - t|^2 / (2 sigma^2))`` whose centre
     ``t`` ranges over a square inside the unit square: flat, ``m = 2``.
 
@@ -190,15 +158,13 @@ class TranslatingBlob:
     has_boundary = True
 
     def __init__(self, n_pixels: int = 32, sigma: float = 0.06, margin: float = 5.0):
-        self.n_pixels = _check_pixels(n_pixels)
+        super().__init__(n_pixels)
         margin = check_positive(margin, "margin")
         if margin < 3:
             raise ValueError(f"margin must be >= 3 (in units of sigma), got {margin!r}")
         self.margin = margin
-        self.sigma = _check_sigma(sigma, "sigma", self.n_pixels, math.nextafter(0.5 / margin, 0),
-                                  f"= 1/(2 margin), so that the square of centres is not empty")
-        self.ambient_dim = self.n_pixels**2
-        self.h = 1.0 / self.n_pixels
+        self.sigma = check_sigma(sigma, "sigma", self.n_pixels, math.nextafter(0.5 / margin, 0),
+                                 "= 1/(2 margin), so that the square of centres is not empty")
         self._p = pixel_centres(self.n_pixels)
         self.metric_scale = math.pi / 2
         lo = self.margin * self.sigma
@@ -206,15 +172,7 @@ class TranslatingBlob:
         side = 1.0 - 2 * lo
         # the square is convex, so the scale is limited only by its size
         self.injectivity_radius = 0.5 * math.sqrt(self.metric_scale) * side
-        self.chart = Chart(
-            embed=self.render,
-            lower=(lo, lo),
-            upper=(1.0 - lo, 1.0 - lo),
-            periodic=(False, False),
-            metric=lambda u: self.metric_scale * torch.eye(2, dtype=u.dtype).expand(u.shape[0], 2, 2).clone(),
-            inverse=self.centres,
-            volume=self.metric_scale * side**2,
-        )
+        self.chart = self._chart((lo, lo), (1.0 - lo, 1.0 - lo), volume=self.metric_scale * side**2)
 
     def __repr__(self) -> str:
         return f"TranslatingBlob(n_pixels={self.n_pixels}, sigma={self.sigma}, margin={self.margin})"
@@ -225,14 +183,11 @@ class TranslatingBlob:
     def render(self, t: torch.Tensor) -> torch.Tensor:
         """Blob images centred at ``t`` ``shape=[k, 2]``, ``shape=[k, N^2]``
         (any ``t``, inside the square or not; differentiable by ``torch.func``)."""
-        t = _parameters(t)
-        return _outer_image(self._profile(t[:, 0])[0], self._profile(t[:, 1])[0], self.h)
+        return _separable_render(self._profile, _parameters(t), self.h)
 
     def jacobian(self, t: torch.Tensor) -> torch.Tensor:
         """``d render / d t`` (pixel-weighted), ``shape=[k, N^2, 2]``."""
-        a, da = self._profile(t[:, 0])
-        b, db = self._profile(t[:, 1])
-        return torch.stack([_outer_image(da, b, self.h), _outer_image(a, db, self.h)], -1)
+        return _separable_jacobian(self._profile, t, self.h)
 
     def centres(self, x: torch.Tensor) -> torch.Tensor:
         """Blob centres of images ``shape=[k, N^2]``, ``shape=[k, 2]``: the
@@ -243,9 +198,7 @@ class TranslatingBlob:
         t = torch.stack([X.sum(2) @ self._p, X.sum(1) @ self._p], -1) / mass[:, None]
         return _separable_gauss_newton(x, t, self._profile, self.h)
 
-    def pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixel values ``u(p_ij)`` of ambient points, ``shape=[k, N, N]``."""
-        return x.reshape(-1, self.n_pixels, self.n_pixels) / self.h
+    params_of = centres
 
     def metric_discretisation_error(self, t: torch.Tensor | None = None) -> float:
         """Largest relative error ``|J^T J - g|_2 / |g|_2`` of the rendered,
@@ -260,43 +213,7 @@ class TranslatingBlob:
         if t is None:
             s = torch.linspace(*self.centre_bounds, 9, dtype=DTYPE)
             t = torch.cartesian_prod(s, s)
-        g = self.chart.metric(t)
-        return _relative_gram_error(self.jacobian(t), g)
-
-    def point_from_cube(self, u):
-        lo, hi = self.centre_bounds
-        return self.render(lo + (hi - lo) * u)
-
-    def sample(self, n, generator=None):
-        return sample(self, n, generator)
-
-    def tangent_frame(self, x):
-        return self.jacobian(self.centres(x)) / math.sqrt(self.metric_scale)
-
-    def random_unit_tangent(self, x, generator=None):
-        return random_unit_tangent(self, x, generator)
-
-    def exp(self, x, v):
-        """Straight line of centres; may leave the square (see the boundary
-        policy), which :meth:`contains` detects."""
-        t = self.centres(x)
-        frame = self.jacobian(t) / math.sqrt(self.metric_scale)
-        c = _tangent_components(frame, v)
-        return self.render(t + c / math.sqrt(self.metric_scale))
-
-    def dist(self, x, y):
-        return math.sqrt(self.metric_scale) * torch.linalg.vector_norm(self.centres(x) - self.centres(y), dim=-1)
-
-    def midpoint(self, x, y):
-        return self.render(0.5 * (self.centres(x) + self.centres(y)))
-
-    def contains(self, x, atol=1e-9):
-        x = as_points(x, self.ambient_dim)
-        t = self.centres(x)
-        lo, hi = self.centre_bounds
-        inside = ((t >= lo - atol) & (t <= hi + atol)).all(-1)
-        on_manifold = torch.linalg.vector_norm(self.render(t) - x, dim=-1) <= atol
-        return inside & on_manifold
+        return relative_gram_error(self.jacobian(t), self.chart.metric(t))
 
 
 # --------------------------------------------------------------------------
@@ -321,7 +238,7 @@ def periodic_blob_metric_scale(sigma: float, terms: int = 12) -> float:
     return float(math.pi * ((0.5 - k**2 / (4 * sigma**2)) * e).sum() * e.sum())
 
 
-class PeriodicBlob:
+class PeriodicBlob(ImageManifold):
     """A periodised Gaussian blob translating on the unit torus: a flat torus, ``m = 2``.
 
     ``u_t(p) = sum_{k in Z^2} exp(-|p - t - k|^2 / (2 sigma^2))`` on
@@ -353,26 +270,17 @@ class PeriodicBlob:
 
     dim = 2
     has_boundary = False
+    period = 1.0
 
     def __init__(self, n_pixels: int = 32, sigma: float = 0.07):
-        self.n_pixels = _check_pixels(n_pixels)
-        self.sigma = _check_sigma(sigma, "sigma", self.n_pixels, 0.25, "(a quarter of the period)")
-        self.ambient_dim = self.n_pixels**2
-        self.h = 1.0 / self.n_pixels
+        super().__init__(n_pixels)
+        self.sigma = check_sigma(sigma, "sigma", self.n_pixels, 0.25, "(a quarter of the period)")
         self._p = pixel_centres(self.n_pixels)
         # terms exp(-d^2/(2 sigma^2)) with |d| > 9.2 sigma are below 1e-18
         self._images = math.ceil(9.2 * self.sigma + 0.5)
         self.metric_scale = periodic_blob_metric_scale(self.sigma)
         self.injectivity_radius = 0.5 * math.sqrt(self.metric_scale)
-        self.chart = Chart(
-            embed=self.render,
-            lower=(0.0, 0.0),
-            upper=(1.0, 1.0),
-            periodic=(True, True),
-            metric=lambda u: self.metric_scale * torch.eye(2, dtype=u.dtype).expand(u.shape[0], 2, 2).clone(),
-            inverse=self.centres,
-            volume=self.metric_scale,
-        )
+        self.chart = self._chart((0.0, 0.0), (1.0, 1.0), volume=self.metric_scale)
 
     def __repr__(self) -> str:
         return f"PeriodicBlob(n_pixels={self.n_pixels}, sigma={self.sigma})"
@@ -383,14 +291,11 @@ class PeriodicBlob:
     def render(self, t: torch.Tensor) -> torch.Tensor:
         """Periodised blob images centred at ``t`` ``shape=[k, 2]`` (any real
         ``t``, read mod 1), ``shape=[k, N^2]``; differentiable by ``torch.func``."""
-        t = _parameters(t)
-        return _outer_image(self._profile(t[:, 0])[0], self._profile(t[:, 1])[0], self.h)
+        return _separable_render(self._profile, _parameters(t), self.h)
 
     def jacobian(self, t: torch.Tensor) -> torch.Tensor:
         """``d render / d t`` (pixel-weighted), ``shape=[k, N^2, 2]``."""
-        a, da = self._profile(t[:, 0])
-        b, db = self._profile(t[:, 1])
-        return torch.stack([_outer_image(da, b, self.h), _outer_image(a, db, self.h)], -1)
+        return _separable_jacobian(self._profile, t, self.h)
 
     def centres(self, x: torch.Tensor) -> torch.Tensor:
         """Blob centres in ``[0, 1)^2`` of images ``shape=[k, N^2]``,
@@ -401,12 +306,9 @@ class PeriodicBlob:
         c, s = torch.cos(2 * math.pi * self._p), torch.sin(2 * math.pi * self._p)
         m1, m2 = X.sum(2), X.sum(1)
         t = torch.stack([torch.atan2(m1 @ s, m1 @ c), torch.atan2(m2 @ s, m2 @ c)], -1) / (2 * math.pi)
-        t = _separable_gauss_newton(x, t, self._profile, self.h)
-        return torch.remainder(t, 1.0)
+        return self._wrap(_separable_gauss_newton(x, t, self._profile, self.h))
 
-    def pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixel values ``u(p_ij)`` of ambient points, ``shape=[k, N, N]``."""
-        return x.reshape(-1, self.n_pixels, self.n_pixels) / self.h
+    params_of = centres
 
     def metric_discretisation_error(self, t: torch.Tensor | None = None) -> float:
         """Largest relative error ``|J^T J - g|_2 / |g|_2`` of the rendered,
@@ -420,48 +322,14 @@ class PeriodicBlob:
         if t is None:
             s = torch.arange(9, dtype=DTYPE) / 9
             t = torch.cartesian_prod(s, s)
-        return _relative_gram_error(self.jacobian(t), self.chart.metric(t))
-
-    def point_from_cube(self, u):
-        return self.render(u)
-
-    def sample(self, n, generator=None):
-        return sample(self, n, generator)
-
-    def tangent_frame(self, x):
-        return self.jacobian(self.centres(x)) / math.sqrt(self.metric_scale)
-
-    def random_unit_tangent(self, x, generator=None):
-        return random_unit_tangent(self, x, generator)
-
-    def exp(self, x, v):
-        t = self.centres(x)
-        frame = self.jacobian(t) / math.sqrt(self.metric_scale)
-        c = _tangent_components(frame, v)
-        return self.render(torch.remainder(t + c / math.sqrt(self.metric_scale), 1.0))
-
-    def _gap(self, x, y):
-        """Centre of ``x`` and the shorter-arc step to ``y``, each ``shape=[k, 2]``."""
-        tx = self.centres(x)
-        return tx, _wrap_half(self.centres(y) - tx)
-
-    def dist(self, x, y):
-        return math.sqrt(self.metric_scale) * torch.linalg.vector_norm(self._gap(x, y)[1], dim=-1)
-
-    def midpoint(self, x, y):
-        tx, gap = self._gap(x, y)
-        return self.render(torch.remainder(tx + 0.5 * gap, 1.0))
-
-    def contains(self, x, atol=1e-9):
-        x = as_points(x, self.ambient_dim)
-        return torch.linalg.vector_norm(self.render(self.centres(x)) - x, dim=-1) <= atol
+        return relative_gram_error(self.jacobian(t), self.chart.metric(t))
 
 
 # --------------------------------------------------------------------------
 # rotating ellipse
 
 
-class RotatingEllipse:
+class RotatingEllipse(ImageManifold):
     """An anisotropic Gaussian rotating about the centre of the unit square:
     a closed curve, ``m = 1``.
 
@@ -497,18 +365,17 @@ class RotatingEllipse:
 
     dim = 1
     has_boundary = False
+    period = math.pi
 
     def __init__(self, n_pixels: int = 32, sigmas: tuple[float, float] = (0.1, 0.05)):
-        self.n_pixels = _check_pixels(n_pixels)
+        super().__init__(n_pixels)
         if len(sigmas) != 2:
             raise ValueError(f"sigmas must be a pair (sigma_1, sigma_2), got {sigmas!r}")
-        s1 = _check_sigma(sigmas[0], "sigma_1", self.n_pixels, 0.125, "(the border four sigma_1 away)")
-        s2 = _check_sigma(sigmas[1], "sigma_2", self.n_pixels, 0.125, "(sigma_2 < sigma_1 <= 1/8)")
+        s1 = check_sigma(sigmas[0], "sigma_1", self.n_pixels, 0.125, "(the border four sigma_1 away)")
+        s2 = check_sigma(sigmas[1], "sigma_2", self.n_pixels, 0.125, "(sigma_2 < sigma_1 <= 1/8)")
         if not s1 > s2:
             raise ValueError(f"sigmas must satisfy sigma_1 > sigma_2 (an anisotropic Gaussian), got {sigmas!r}")
         self.sigmas = (s1, s2)
-        self.ambient_dim = self.n_pixels**2
-        self.h = 1.0 / self.n_pixels
         p = pixel_centres(self.n_pixels) - 0.5
         d = torch.cartesian_prod(p, p)
         # the exponent -d^T A d / 2 is linear in (A11, A12, A22), d = p - centre
@@ -516,15 +383,8 @@ class RotatingEllipse:
         self.metric_scale = math.pi * (s1**2 - s2**2) ** 2 / (4 * s1 * s2)
         self.length = math.pi * math.sqrt(self.metric_scale)
         self.injectivity_radius = self.length / 2
-        self.chart = Chart(
-            embed=lambda u: self.render(u[:, 0]),
-            lower=(0.0,),
-            upper=(math.pi,),
-            periodic=(True,),
-            metric=lambda u: torch.full((u.shape[0], 1, 1), self.metric_scale, dtype=u.dtype),
-            inverse=lambda x: self.angles(x)[:, None],
-            volume=self.length,
-        )
+        self.chart = self._chart((0.0,), (math.pi,), volume=self.length,
+                                 embed=lambda u: self.render(u[:, 0]), inverse=lambda x: self.angles(x)[:, None])
 
     def __repr__(self) -> str:
         return f"RotatingEllipse(n_pixels={self.n_pixels}, sigmas={self.sigmas})"
@@ -562,11 +422,9 @@ class RotatingEllipse:
         for _ in range(_GAUSS_NEWTON_STEPS):
             r, j = self._render_and_derivative(theta)
             theta = theta - torch.einsum("kn,kn->k", j, r.sub_(x)) / torch.einsum("kn,kn->k", j, j)
-        return torch.remainder(theta, math.pi)
+        return self._wrap(theta)
 
-    def pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixel values ``u(p_ij)`` of ambient points, ``shape=[k, N, N]``."""
-        return x.reshape(-1, self.n_pixels, self.n_pixels) / self.h
+    params_of = angles
 
     def metric_discretisation_error(self, theta: torch.Tensor | None = None) -> float:
         """Largest relative error ``|J^T J - g| / g`` of the rendered,
@@ -579,39 +437,4 @@ class RotatingEllipse:
         """
         if theta is None:
             theta = torch.arange(64, dtype=DTYPE) * (math.pi / 64)
-        g = torch.full((theta.shape[0], 1, 1), self.metric_scale, dtype=DTYPE)
-        return _relative_gram_error(self.jacobian(theta), g)
-
-    def point_from_cube(self, u):
-        return self.render(math.pi * u[:, 0])
-
-    def sample(self, n, generator=None):
-        return sample(self, n, generator)
-
-    def tangent_frame(self, x):
-        return self.jacobian(self.angles(x)) / math.sqrt(self.metric_scale)
-
-    def random_unit_tangent(self, x, generator=None):
-        return random_unit_tangent(self, x, generator)
-
-    def exp(self, x, v):
-        theta = self.angles(x)
-        frame = self.jacobian(theta) / math.sqrt(self.metric_scale)
-        c = _tangent_components(frame, v)[:, 0]
-        return self.render(torch.remainder(theta + c / math.sqrt(self.metric_scale), math.pi))
-
-    def _gap(self, x, y):
-        """Angle of ``x`` and the shorter-arc step to ``y`` (period ``pi``), each ``shape=[k]``."""
-        ax = self.angles(x)
-        return ax, math.pi * _wrap_half((self.angles(y) - ax) / math.pi)
-
-    def dist(self, x, y):
-        return math.sqrt(self.metric_scale) * self._gap(x, y)[1].abs()
-
-    def midpoint(self, x, y):
-        ax, gap = self._gap(x, y)
-        return self.render(torch.remainder(ax + 0.5 * gap, math.pi))
-
-    def contains(self, x, atol=1e-9):
-        x = as_points(x, self.ambient_dim)
-        return torch.linalg.vector_norm(self.render(self.angles(x)) - x, dim=-1) <= atol
+        return relative_gram_error(self.jacobian(theta), self.chart.metric(theta[:, None]))
