@@ -123,19 +123,14 @@ def exact_discrete_loss(manifold, scale, *, delta: float, lam: float, strategy="
     Shell: the closed form of section 5 (circle, sphere), the periodic
     trapezoid rule over the direction angle (torus, 512 nodes: machine
     precision). Ball: Gauss-Legendre over the radial law ``m r^(m-1)``
-    (80 nodes, machine precision for these analytic integrands).
+    (80 nodes, machine precision for these analytic integrands); any
+    strategy through its own ``radial_rule``.
     """
     _check_closed_form_manifold(manifold)
     strat = get_strategy(strategy)
     scales = _scales(manifold, scale)
     m = manifold.dim
-    if strat.name == "shell":
-        r, w = np.ones(1), np.ones(1)
-    elif strat.name == "ball":
-        nodes, weights = np.polynomial.legendre.leggauss(80)
-        r, w = 0.5 * (nodes + 1), 0.5 * weights * m * (0.5 * (nodes + 1)) ** (m - 1)
-    else:
-        raise ValueError(f"exact L_delta is implemented for 'shell' and 'ball', not {strat.name!r}")
+    r, w = (t.numpy() for t in strat.radial_rule(m, 80))
     rho = delta * r
     if isinstance(manifold, FlatTorus):
         angle = 2 * np.pi * np.arange(512) / 512

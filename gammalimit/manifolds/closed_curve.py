@@ -7,7 +7,8 @@ from typing import Callable
 
 import torch
 
-from .base import DTYPE, Chart, check_count, random_unit_tangent, sample, wrap_angle
+from ..validation import check_count
+from .base import DTYPE, Chart, random_unit_tangent, sample, wrap_angle
 
 
 def _foot_point_step(t, gap, vel, acc):
