@@ -20,7 +20,7 @@ from gammalimit.sampling import STRATEGIES, direction_rule
 def ratio_shell_exact(a, R, delta, lam):
     """Shell ``L_delta`` of the ratio penalty for ``phi = a id`` on a round circle/sphere of radius ``R``."""
     s = delta / (2 * R)
-    return (2 * a * R * math.sin(s) / delta - 1) ** 2 + lam * 4 * a**2 * R**2 * (1 - math.cos(s)) ** 2 / delta**4
+    return (2 * a * R * math.sin(s) / delta - 1) ** 2 + lam * 4 * a**2 * R**2 * (2 * math.sin(s / 2) ** 2) ** 2 / delta**4
 
 
 def ratio_limit_exact(a, R, lam, kappa):
@@ -167,7 +167,7 @@ def test_a_penalty_and_a_manifold_defined_outside_the_package(toy_registrations)
 
     est = gl.discrete_loss(phi, ring, delta=delta, lam=lam, n=256, penalty="log-ratio")
     chord = 2 * a * 2.0 * math.sin(delta / 4)
-    bend = 4 * a**2 * 4.0 * (1 - math.cos(delta / 4)) ** 2 / delta**4
+    bend = 4 * a**2 * 4.0 * (2 * math.sin(delta / 8) ** 2) ** 2 / delta**4
     assert est.total == pytest.approx(math.log(chord / delta) ** 2 + lam * bend, rel=1e-10)
     L = gl.continuum_loss(phi, ring, lam=lam, penalty="log-ratio")
     assert L.total == pytest.approx(math.log(a) ** 2 + lam * a**2 / (16 * 4.0), rel=1e-12)
