@@ -27,20 +27,33 @@ uniform cube point ``(u_anchor, u_neighbour)`` is a deterministic function of it
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 import torch
 
 from ..validation import check_choice, check_count, check_int, check_real
-from .base import DTYPE
-from .local_fit import fit_local, monomial_exponents
+from .base import DTYPE, random_unit_tangent
+from .local_fit import fit_local, monomial_exponents, principal_directions
 
 MIDPOINTS = ("projection", "nearest", "chord")
 DISTANCES = ("chord", "graph")
 
 #: Anchors per neighbour query (bounds the memory of the query results).
 QUERY_CHUNK = 4096
+
+#: Gathered neighbour coordinates per chunk of local fits (128 MiB of float64), which bounds the
+#: peak memory: a block of 4096 pairs of 32 x 32 images would otherwise gather 2 GiB of neighbours
+#: at once. Each point's fit is computed on its own; the chunk size changes at most the last bit
+#: (batched kernels may round a short batch differently). Samples in ``n <= 4`` dimensions are
+#: never chunked (a block of 65536 pairs gathers at most 64 x 65536 x 4 floats).
+FIT_CHUNK_FLOATS = 1 << 24
+
+#: :meth:`PointCloud.default_delta`: this fraction of the cloud's extent, unless the samples are
+#: too sparse for it (their 4th-neighbour distance, over this many samples).
+DEFAULT_DELTA_FRACTION = 0.05
+DEFAULT_DELTA_PROBES = 1024
 
 
 def as_samples(X, name: str = "X") -> torch.Tensor:
@@ -165,6 +178,81 @@ class PointCloud:
         dist = self.graph_distance(anchors, partner, delta) if self.distance_rule == "graph" else chord
         return x, y, self.midpoint(x, y, delta), dist, (y - x) / chord[:, None], chord / delta
 
+    # -- what the trainer uses -------------------------------------------------
+
+    def extent(self) -> float:
+        """``2 max_i |x_i - mean(x)|``, the size of the cloud: at least its extrinsic diameter
+        ``max |x_i - x_j|`` and at most twice it (one pass over the samples, no pair distances)."""
+        return 2 * float(torch.linalg.vector_norm(self.points - self.points.mean(0), dim=-1).max())
+
+    def default_delta(self) -> float:
+        """The pair scale used where none is given:
+        ``max(DEFAULT_DELTA_FRACTION * extent(), s_4)``.
+
+        A cloud has no injectivity radius to scale by (a manifold's default is 0.05 of it), so its
+        extent stands in: on a round circle or sphere of radius ``R`` the first term is ``0.1 R``
+        (the exact sphere gets ``0.157 R``), whatever the sampling density. ``s_4`` is the largest
+        distance from a sample to its 4th nearest other sample, over
+        ``DEFAULT_DELTA_PROBES`` samples spread evenly through ``X``: below it some anchors would have
+        no neighbour to pair with, so sparse data raise the default to it (2000 points of the unit
+        sphere: 0.17). Too coarse a scale for the local fits shows in :meth:`fit_report`.
+        """
+        probes = np.unique(np.linspace(0, len(self) - 1, min(len(self), DEFAULT_DELTA_PROBES)).astype(np.int64))
+        dist, _ = self._tree.query(self.points[probes].numpy(), k=min(5, len(self)))
+        return max(DEFAULT_DELTA_FRACTION * self.extent(), float(dist[:, -1].max()))
+
+    def tangent_frame(self, x) -> torch.Tensor:
+        """Orthonormal frames of the tangent planes at points ``x`` ``shape=[k, n]``, ``shape=[k, n, m]``.
+
+        Local PCA (:func:`~gammalimit.manifolds.local_fit.principal_directions`) of the
+        ``min(max_fit_points, N)`` samples nearest to each point, the neighbourhood the fits of
+        :meth:`project` use at most. The orientation of each frame is arbitrary.
+        """
+        x = as_samples(x, "x")
+        if x.shape[1] != self.ambient_dim:
+            raise ValueError(f"x must have shape (k, {self.ambient_dim}), got {tuple(x.shape)}")
+        k = min(self.max_fit_points, len(self))
+        _, idx = self._tree.query(x.numpy(), k=k)
+        frames = []
+        for rows in self._fit_chunks(len(x), k):
+            near = self.points[torch.from_numpy(idx[rows])]
+            frames.append(principal_directions(near - near.mean(1, keepdim=True), self.dim))
+        return torch.cat(frames)
+
+    def random_unit_tangent(self, x, generator=None) -> torch.Tensor:
+        """Directions uniform on the unit sphere of the local-PCA tangent plane, ``shape=[k, n]``."""
+        return random_unit_tangent(self, as_samples(x, "x"), generator)
+
+    def pair_pool(self, delta: float, n: int, *, strategy="ball", seed: int = 0, progress: bool = False):
+        """``n`` pairs at scale ``delta`` drawn once, for the trainer to draw its batches from
+        (:class:`PairPool`) instead of fitting the samples afresh at every step.
+
+        The pairs are those of ``sample_pairs(self, n, delta, strategy=strategy, seed=seed)``: they
+        come in the sampler's fixed-seed blocks, so the same arguments give the same pool bit for bit.
+        ``progress`` draws a bar on stderr (a pool of image pairs takes minutes).
+
+        Returns
+        -------
+        PairSample
+        """
+        from tqdm import tqdm
+
+        from ..sampling import PairSample, iter_pairs
+
+        blocks = []
+        with tqdm(total=check_count(n, "n", 2), unit="pair", desc="pair pool", disable=not progress,
+                  leave=False) as bar:
+            for block in iter_pairs(self, n, delta, strategy=strategy, seed=seed):
+                blocks.append(block)
+                bar.update(len(block))
+        return PairSample.concat(blocks)
+
+    def digest(self) -> str:
+        """SHA-256 of the samples (float64, row-major): names the data a run was trained on."""
+        if getattr(self, "_digest", None) is None:
+            self._digest = hashlib.sha256(self.points.numpy().tobytes()).hexdigest()
+        return self._digest
+
     # -- the surrogates --------------------------------------------------------
 
     def midpoint(self, x: torch.Tensor, y: torch.Tensor, delta: float) -> torch.Tensor:
@@ -184,22 +272,19 @@ class PointCloud:
         dist, idx = self._tree.query(q.numpy(), k=k)
         weights = torch.from_numpy(dist <= self.fit_scale * delta)
         weights[:, : self.min_fit_points] = True
-        idx = torch.from_numpy(idx)
-        # fits in chunks of about 2^24 neighbour coordinates (128 MiB), whatever k and n
-        chunk = max(1, (1 << 24) // (k * self.ambient_dim))
-        out, residual, used = [], [], []
-        for i in range(0, q.shape[0], chunk):
-            fit = fit_local(self.points[idx[i : i + chunk]], weights[i : i + chunk], self.dim, self.degree)
-            out.append(fit.project(q[i : i + chunk]))
+        projected, residual, n_points = [], [], []
+        for rows in self._fit_chunks(len(q), k):
+            fit = fit_local(self.points[torch.from_numpy(idx[rows])], weights[rows], self.dim, self.degree)
+            projected.append(fit.project(q[rows]))
             residual.append(fit.residual)
-            used.append(fit.n_points)
-        residual, used = torch.cat(residual), torch.cat(used)
+            n_points.append(fit.n_points)
+        residual, n_points = torch.cat(residual), torch.cat(n_points)
         self.last_fit = {"residual_median": float(residual.median()),
                          "residual_max": float(residual.max()),
                          "residual_over_delta2": float(residual.median()) / delta**2,
-                         "points_median": float(used.double().median()),
-                         "at_min_points": float((used <= self.min_fit_points).double().mean())}
-        return torch.cat(out)
+                         "points_median": float(n_points.double().median()),
+                         "at_min_points": float((n_points <= self.min_fit_points).double().mean())}
+        return torch.cat(projected)
 
     def graph_distance(self, anchors: torch.Tensor, partners: torch.Tensor, delta: float) -> torch.Tensor:
         """Shortest-path length in the symmetric ``graph_neighbors``-nearest-neighbour graph, ``shape=[k]``."""
@@ -235,6 +320,11 @@ class PointCloud:
     def _index(self, u: torch.Tensor) -> torch.Tensor:
         return (u * len(self)).long().clamp_(0, len(self) - 1)
 
+    def _fit_chunks(self, k: int, neighbours: int):
+        """Row slices of ``k`` points whose ``neighbours`` gathered samples fit in :data:`FIT_CHUNK_FLOATS`."""
+        size = max(1, FIT_CHUNK_FLOATS // (neighbours * self.ambient_dim))
+        return [slice(i, i + size) for i in range(0, k, size)]
+
     def _neighbour(self, anchors: torch.Tensor, u: torch.Tensor, delta: float, inner: float) -> torch.Tensor:
         """For each anchor, the neighbour with chord distance in ``(inner, delta]`` picked by ``u``
         (duplicates of the anchor, at distance 0, are never picked)."""
@@ -256,3 +346,53 @@ class PointCloud:
                 [i[(d > inner) & (d > 0)][np.argsort(i[(d > inner) & (d > 0)])][p]
                  for i, d, p in zip(idx, dist, pick)]))
         return out
+
+
+class PairPool:
+    """A fixed :class:`~gammalimit.PairSample` standing in for a manifold in
+    :func:`gammalimit.sample_pairs`: each uniform cube point picks one of its pairs (with replacement).
+
+    The trainer draws each step's batch from a pool of cloud pairs
+    (:meth:`PointCloud.pair_pool`) with the step's seed, so that the local fits
+    are computed once, not at every step; ``qmc`` then stratifies the choice of
+    pool pairs. A pair is returned as the pool holds it: ``delta`` and the
+    strategy must be the pool's.
+
+    Parameters
+    ----------
+    pairs : PairSample
+        Not antithetic.
+    strategy : str
+        The strategy the pairs were drawn with.
+    """
+
+    has_boundary = False
+    chart = None
+    injectivity_radius = math.inf
+
+    def __init__(self, pairs, strategy: str):
+        if pairs.antithetic:
+            raise ValueError("a pair pool holds single pairs; antithetic couples would be split when drawn")
+        self.pairs = pairs
+        self.strategy = strategy
+        self.ambient_dim = pairs.x.shape[1]
+
+    def __repr__(self) -> str:
+        return f"PairPool(n={len(self)}, delta={self.pairs.delta:.6g}, strategy={self.strategy!r})"
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def cube_dim(self, strategy) -> int:
+        """One uniform coordinate per pair: which pair of the pool."""
+        return 1
+
+    def pairs_from_cube(self, u: torch.Tensor, delta: float, strategy):
+        """The pool's pairs at ``floor(u N)``: ``(x, y, midpoint, dist, v, r)``."""
+        name = getattr(strategy, "name", strategy)
+        if delta != self.pairs.delta or name != self.strategy:
+            raise ValueError(f"{self!r} holds pairs at delta = {self.pairs.delta:.6g} drawn with strategy "
+                             f"{self.strategy!r}, not delta = {delta:.6g} with {name!r}")
+        i = (u[:, 0] * len(self)).long().clamp_(0, len(self) - 1)
+        p = self.pairs
+        return p.x[i], p.y[i], p.midpoint[i], p.dist[i], p.v[i], p.r[i]

@@ -9,7 +9,9 @@ import torch
 
 import gammalimit as gl
 from gammalimit import PairSample, PointCloud, Sphere, discrete_loss, sample_pairs
+from gammalimit.manifolds import point_cloud
 from gammalimit.manifolds.local_fit import fit_local, monomial_exponents
+from gammalimit.manifolds.point_cloud import PairPool
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +161,70 @@ def test_no_neighbour_within_delta_and_unsupported_uses_are_clear_errors(sphere_
     with pytest.raises(TypeError, match="needs a manifold with a chart"):
         gl.continuum_loss(lambda x: x, C, lam=1.0)
     assert math.isinf(C.injectivity_radius)
+
+
+# --------------------------------------------------------------------------
+# what the trainer uses: frames, default scale, the pair pool
+
+
+def test_tangent_frames_are_orthonormal_and_tangent(sphere_cloud):
+    S, X = sphere_cloud
+    C = PointCloud(X, dim=2)
+    x = S.sample(50, torch.Generator().manual_seed(9))  # not samples of the cloud
+    F = C.tangent_frame(x)
+    assert F.shape == (50, 3, 2)
+    assert torch.allclose(F.transpose(1, 2) @ F, torch.eye(2, dtype=F.dtype).expand(50, 2, 2), atol=1e-12)
+    # the normal of the unit sphere at x is x: local PCA of ~64 neighbours tilts the plane by O(h^2)
+    assert float(torch.einsum("knm,kn->km", F, x).abs().max()) < 0.02
+    v = C.random_unit_tangent(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(torch.linalg.vector_norm(v, dim=-1), torch.ones(50, dtype=v.dtype), atol=1e-12)
+    with pytest.raises(ValueError, match=r"x must have shape \(k, 3\)"):
+        C.tangent_frame(x[:, :2])
+
+
+def test_default_delta_follows_the_extent_unless_the_samples_are_sparse(sphere_cloud):
+    _, X = sphere_cloud
+    dense = PointCloud(X, dim=2)
+    assert 2.0 <= dense.extent() < 2.03  # twice the largest distance from the centroid (near 0)
+    assert dense.default_delta() == pytest.approx(0.05 * dense.extent(), rel=1e-12)
+    scaled = PointCloud(3 * X, dim=2)
+    assert scaled.default_delta() == pytest.approx(3 * dense.default_delta(), rel=1e-12)
+    sparse = PointCloud(X[:300], dim=2)
+    assert sparse.default_delta() > 0.05 * sparse.extent()
+    sample_pairs(sparse, 4096, sparse.default_delta(), strategy="ball")  # every anchor has a neighbour
+
+
+def test_the_pair_pool_is_the_sampler_s_pairs_and_pairpool_draws_from_it(sphere_cloud):
+    _, X = sphere_cloud
+    C = PointCloud(X, dim=2)
+    pool = C.pair_pool(0.2, 300, seed=4)
+    ref = sample_pairs(C, 300, 0.2, strategy="ball", seed=4)
+    assert all(torch.equal(getattr(pool, f), getattr(ref, f)) for f in ("x", "y", "midpoint", "dist", "v", "r"))
+    P = PairPool(pool, "ball")
+    a = sample_pairs(P, 64, 0.2, strategy="ball", qmc=True, qmc_replicates=2, seed=1)
+    b = sample_pairs(P, 64, 0.2, strategy="ball", qmc=True, qmc_replicates=2, seed=1)
+    assert torch.equal(a.midpoint, b.midpoint) and len(a) == 64
+    rows = (a.x[:, None] == pool.x[None]).all(-1) & (a.y[:, None] == pool.y[None]).all(-1)
+    assert bool(rows.any(1).all())  # every drawn pair is a pair of the pool
+    with pytest.raises(ValueError, match="holds pairs at delta = 0.2 drawn with strategy 'ball', not delta = 0.3"):
+        sample_pairs(P, 8, 0.3, strategy="ball")
+    with pytest.raises(ValueError, match="not delta = 0.2 with 'shell'"):
+        sample_pairs(P, 8, 0.2, strategy="shell")
+
+
+def test_projection_in_chunks_changes_at_most_the_last_bit(sphere_cloud, monkeypatch):
+    _, X = sphere_cloud
+    C = PointCloud(X, dim=2)
+    pairs = sample_pairs(C, 200, 0.2, strategy="ball", seed=2)
+    whole = C.project(0.5 * (pairs.x + pairs.y), 0.2)
+    fit = dict(C.last_fit)
+    monkeypatch.setattr(point_cloud, "FIT_CHUNK_FLOATS", 7 * 64 * 3)  # chunks of 7 points
+    chunked = C.project(0.5 * (pairs.x + pairs.y), 0.2)
+    assert float((chunked - whole).abs().max()) <= 2 * torch.finfo(torch.float64).eps
+    assert C.last_fit == pytest.approx(fit, rel=1e-12)
+
+
+def test_digest_names_the_samples(sphere_cloud):
+    _, X = sphere_cloud
+    assert PointCloud(X[:500], dim=2).digest() == PointCloud(X[:500].clone(), dim=2).digest()
+    assert PointCloud(X[:500], dim=2).digest() != PointCloud(X[1:501], dim=2).digest()
