@@ -5,16 +5,19 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from gammalimit import Circle, Sphere, discrete_loss, pair_terms, sample_pairs
+from gammalimit import Circle, PointCloud, Sphere, discrete_loss, pair_terms, sample_pairs
 from gammalimit.cli import main
 from gammalimit.embeddings import exact_continuum_loss, optimal_round_scale
 from gammalimit.manifolds import MANIFOLDS, default_delta, make_manifold, manifold_parameters
 from gammalimit.penalties import PENALTIES, Bending, Penalty, RatioDistortion
+from gammalimit.manifolds.point_cloud import PairPool
 from gammalimit.train import (ConvEncoder, MLPEncoder, TrainConfig, Trainer, TrainingDiverged, build_encoder,
-                              evaluate, float64_copy, metric_fields, pca_projection, step_seed, train)
+                              evaluate, float64_copy, metric_fields, pca_projection, pool_seed, step_seed, train)
+from gammalimit.train.data import forget_clouds
 
 
 def circle_config(**kw):
@@ -349,3 +352,123 @@ def test_cli_train_with_manifold_parameters_and_penalty(tmp_path, capsys):
     stored = json.loads((out / "config.json").read_text())
     assert stored["manifold_params"] == {"radius": 2.0} and stored["penalty"] == "ratio"
     assert stored["delta"] == result["delta"] == default_delta(Sphere(2.0))
+
+
+# --------------------------------------------------------------------------
+# learning from samples alone (config.data)
+
+
+@pytest.fixture(scope="module")
+def sphere_file(tmp_path_factory):
+    X = Sphere(1.0).sample(1500, torch.Generator().manual_seed(0)).numpy()
+    path = tmp_path_factory.mktemp("data") / "sphere.npy"
+    np.save(path, X)
+    return path
+
+
+def cloud_config(path, **kw):
+    base = dict(data=str(path), dim=2, latent_dim=3, steps=12, batch_size=16, hidden=(8,), warmup=2,
+                checkpoint_every=5, pool_pairs=256, eval_pairs=128, seed=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_a_run_on_samples_defaults_to_ball_pairs_without_limit_and_records_delta(sphere_file):
+    config = cloud_config(sphere_file)
+    cloud = config.make_manifold()
+    assert isinstance(cloud, PointCloud) and config.make_manifold() is cloud  # built once
+    assert (config.manifold, config.strategy, config.antithetic, config.limit) == (None, "ball", False, "none")
+    assert config.delta == cloud.default_delta() >= 0.05 * cloud.extent()
+    stored = json.loads(json.dumps(config.to_dict()))
+    assert stored["delta"] == config.delta and stored["data"] == str(sphere_file)
+    assert TrainConfig.from_dict(stored) == config
+    assert cloud_config(sphere_file, cloud={"degree": 2}).make_manifold().degree == 2
+
+
+def test_a_run_on_samples_resumes_bit_for_bit_and_records_the_pool(sphere_file, tmp_path):
+    config = cloud_config(sphere_file, reference="sphere")
+    full = train(config, out=tmp_path / "full", progress=False)
+
+    def stop(step, model):
+        if step == 8:  # after the checkpoint at step 5
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(config, out=tmp_path / "cut", progress=False, callback=stop, probe_every=1)
+    resumed = train(None, out=tmp_path / "cut", resume=True, progress=False)
+    for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(p, q)
+    assert [r["loss"] for r in full.history] == [r["loss"] for r in resumed.history]
+    saved = json.loads((tmp_path / "cut" / "result.json").read_text())
+    assert saved["pool"]["pairs"] == 256 and saved["pool"]["seconds"] > 0 and saved["pool"]["seed"] == pool_seed(1)
+    assert saved["pool"]["fit"]["residual_median"] > 0
+    ev = saved["evaluation"]
+    assert "L" not in ev and ev["limit"].startswith("none")
+    assert ev["L_delta"]["strategy"] == "ball" and not ev["L_delta"]["antithetic"] and ev["L_delta"]["n"] == 128
+    assert ev["L_delta_reference"]["manifold"] == "Sphere(radius=1.0)" and ev["L_delta_reference"]["antithetic"]
+    assert ev["L_delta"]["total"] == full.evaluation["L_delta"]["total"]
+
+
+def test_the_batches_come_from_the_pool(sphere_file):
+    config = cloud_config(sphere_file, steps=2)
+    trainer = Trainer(config, progress=False)
+    pool = trainer.pair_source()
+    assert isinstance(pool, PairPool) and len(pool) == 256 and trainer.pair_source() is pool
+    ref = config.make_manifold().pair_pool(config.delta, 256, seed=pool_seed(config.seed))
+    assert torch.equal(pool.pairs.midpoint, ref.midpoint)
+    batch = sample_pairs(pool, 16, config.delta, strategy="ball", qmc=True, qmc_replicates=2, seed=step_seed(1, 0))
+    assert all(bool((pool.pairs.x == x).all(-1).any()) for x in batch.x)
+
+
+def test_a_run_on_an_image_cloud(tmp_path):
+    M = make_manifold("rotating-ellipse", n_pixels=16, sigmas=(0.12, 0.07))
+    images = M.sample(400, torch.Generator().manual_seed(0)).numpy().reshape(-1, 16, 16)
+    np.save(tmp_path / "ellipse.npy", images)
+    config = TrainConfig(data=str(tmp_path / "ellipse.npy"), dim=1, latent_dim=2, steps=4, batch_size=16,
+                         encoder="conv", channels=(2,), hidden=(8,), warmup=1, pool_pairs=128, eval_pairs=64,
+                         reference="rotating-ellipse", manifold_params={"sigmas": (0.12, 0.07)})
+    assert config.n_pixels == 16  # read from the images
+    result = train(config, out=tmp_path / "run", progress=False)
+    assert isinstance(result.model, ConvEncoder) and result.pool["pairs"] == 128
+    ev = result.evaluation
+    assert math.isfinite(ev["L_delta"]["total"]) and math.isfinite(ev["L_delta_reference"]["total"])
+    assert ev["L_delta_reference"]["manifold"] == repr(M)
+
+
+def test_resuming_on_changed_samples_is_refused(sphere_file, tmp_path):
+    X = np.load(sphere_file)
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    config = cloud_config(path, steps=3, checkpoint_every=1)
+    train(config, out=tmp_path / "run", progress=False, evaluate_final=False)
+    X[0] = -X[0]
+    np.save(path, X)
+    forget_clouds()  # as a resume in a new process would
+    with pytest.raises(ValueError, match="samples differ from those the checkpoint.*data file changed"):
+        train(config, out=tmp_path / "run", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(manifold="sphere"), ValueError, "manifold .* or data .*, not both.*reference"),
+    (dict(dim=None), ValueError, "needs dim"),
+    (dict(dim=3), ValueError, "dim must be below the ambient dimension n = 3"),
+    (dict(antithetic=True), ValueError, "antithetic pairs .* need an exponential map"),
+    (dict(limit="quadrature"), ValueError, "limit must be 'none'"),
+    (dict(n_pixels=16), ValueError, "n_pixels = 16 does not match.*not square images"),
+    (dict(manifold_params={"radius": 2.0}), ValueError, "manifold_params with data.*reference"),
+    (dict(reference="torus"), ValueError, "reference FlatTorus.*R\\^4.*R\\^3"),
+    (dict(cloud={"smoothing": 1.0}), ValueError, "cloud options \\['smoothing'\\] are not PointCloud options"),
+    (dict(cloud={"midpoint": "mean"}), ValueError, "midpoint must be one of"),
+    (dict(encoder="conv"), ValueError, "encoder 'conv' needs square images"),
+    (dict(pool_pairs=1), ValueError, "pool_pairs must be an integer >= 2"),
+])
+def test_bad_data_configs(sphere_file, change, error, match):
+    with pytest.raises(error, match=match):
+        cloud_config(sphere_file, **change)
+
+
+def test_cloud_fields_need_data():
+    for change, match in ((dict(dim=2), "dim applies to a run on samples"),
+                          (dict(reference="sphere"), "reference applies to a run on samples"),
+                          (dict(cloud={"degree": 2}), "cloud options apply to a run on samples")):
+        with pytest.raises(ValueError, match=match):
+            circle_config(**change)

@@ -5,7 +5,9 @@ Every file but the growing ``metrics.csv`` is written atomically
 (:func:`gammalimit.fileio.write_atomic`), so an interrupted run leaves the
 last complete version of each. A checkpoint holds the model, optimiser,
 scheduler, RNG states, divergence monitor and step, and the config it belongs
-to: resuming under another config is an error that lists the differences.
+to: resuming under another config is an error that lists the differences. A
+run on samples also stores their digest (:meth:`gammalimit.PointCloud.digest`):
+resuming after the data file changed is an error too.
 """
 
 from __future__ import annotations
@@ -46,11 +48,13 @@ METRIC_FIELDS = metric_fields()
 def save_checkpoint(path, config: TrainConfig, *, step: int, model, optimizer, scheduler, monitor: dict,
                     pairs: int, seconds: float, manifold=None) -> None:
     """Write the state of a run after ``step`` steps to ``path`` (atomically)."""
+    manifold = manifold if manifold is not None else config.make_manifold()
     cuda = torch.device(config.device).type == "cuda"
     state = {
         "format": CHECKPOINT_FORMAT,
         "config": config.to_dict(),
-        "manifold": repr(manifold if manifold is not None else config.make_manifold()),
+        "manifold": repr(manifold),
+        "data_sha256": manifold.digest() if config.data is not None else None,
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -86,6 +90,15 @@ def load_checkpoint(path, config: TrainConfig) -> dict:
         raise ValueError(f"the checkpoint in {path} belongs to another configuration; "
                          f"differences (checkpoint, now): {diff}")
     return state
+
+
+def check_data(state: dict, manifold, path) -> None:
+    """Raise ``ValueError`` if the samples of a run on data are not those the checkpoint was trained on."""
+    stored = state.get("data_sha256")
+    if stored is not None and stored != manifold.digest():
+        raise ValueError(f"the samples differ from those the checkpoint in {path} was trained on (SHA-256 "
+                         f"{stored[:12]}... then, {manifold.digest()[:12]}... now): the data file changed; "
+                         "restore it, or start a new run")
 
 
 def restore_rng(state: dict) -> None:

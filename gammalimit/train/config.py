@@ -1,14 +1,17 @@
 """What determines a training run: :class:`TrainConfig`, validated on construction.
 
 The manifold is named from the registry (:data:`gammalimit.manifolds.MANIFOLDS`)
-with its parameters; the penalty from :data:`gammalimit.penalties.PENALTIES`;
-every other value is checked by :mod:`gammalimit.validation`. A config is plain
-data (``to_dict``/``from_dict``, the run's ``config.json``).
+with its parameters, or the run learns from samples alone (``data``, a ``.npy``
+file, and ``dim``: a :class:`gammalimit.PointCloud`, :mod:`~gammalimit.train.data`);
+the penalty comes from :data:`gammalimit.penalties.PENALTIES`; every other value
+is checked by :mod:`gammalimit.validation`. A config is plain data
+(``to_dict``/``from_dict``, the run's ``config.json``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -16,11 +19,16 @@ import numpy as np
 import torch
 
 from ..manifolds import registry
-from ..manifolds.registry import MANIFOLDS, default_delta, manifold_parameters
+from ..manifolds.registry import MANIFOLDS, manifold_parameters
+from ..manifolds.registry import default_delta as registry_default_delta
 from ..penalties import PENALTIES
 from ..sampling import STRATEGIES
-from ..validation import (check_choice, check_count, check_delta, check_lam, check_positive, check_real, check_seed,
-                          check_widths)
+from ..validation import (check_choice, check_count, check_delta, check_int, check_lam, check_positive, check_real,
+                          check_seed, check_widths)
+from .data import CLOUD_OPTIONS, image_side, load_cloud
+
+#: The manifold of a config that names neither a manifold nor data.
+DEFAULT_MANIFOLD = "rotating-ellipse"
 
 ENCODERS = ("mlp", "conv")
 INITS = ("pca", "zero")
@@ -73,23 +81,65 @@ def _manifold_params(params) -> dict:
             for name, value in sorted(params.items())}
 
 
+def _cloud_options(options) -> dict:
+    """``options`` as a dict of PointCloud keyword options to plain values, sorted by name."""
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise TypeError(f"cloud must be a dict of PointCloud options, got {options!r}")
+    unknown = sorted(set(options) - set(CLOUD_OPTIONS))
+    if unknown:
+        raise ValueError(f"cloud options {unknown} are not PointCloud options; allowed: {list(CLOUD_OPTIONS)}")
+    plain = {}
+    for name, value in sorted(options.items()):
+        if isinstance(value, np.generic):
+            value = value.item()
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise TypeError(f"cloud[{name!r}] must be a string or a number, got {value!r}")
+        plain[name] = value
+    return plain
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run (validated on construction).
 
     Parameters
     ----------
-    manifold : str
-        One of :data:`gammalimit.manifolds.MANIFOLDS`.
+    manifold : str, optional
+        One of :data:`gammalimit.manifolds.MANIFOLDS` (default
+        :data:`DEFAULT_MANIFOLD`, the rotating ellipse). Not with ``data``.
     manifold_params : dict
         Its parameters (:func:`gammalimit.manifolds.manifold_parameters`),
-        e.g. ``{"radius": 2.0}``; a name the manifold does not take is an error.
+        e.g. ``{"radius": 2.0}``; a name the manifold does not take is an
+        error. With ``data``, the parameters of ``reference``.
+    data : str, optional
+        Learn from samples alone: a ``.npy`` file of samples ``shape=[N, n]``
+        or images ``shape=[N, H, W]`` (flattened row-major). The manifold is
+        then ``PointCloud(samples, dim, **cloud)``: chord distances, midpoints
+        from local fits (docs/theory.md, section 8). Pairs come from a pool of
+        ``pool_pairs`` cloud pairs computed once (the trainer draws each
+        step's batch from it with the step's seed); ``strategy`` defaults to
+        ``"ball"`` (``"shell"``: the band ``[(1 - band) delta, delta]``), pairs
+        are not antithetic, and ``L`` is not available (``limit="none"``).
+    dim : int, optional
+        The samples' intrinsic dimension ``m``; required with ``data``.
+    cloud : dict
+        :class:`gammalimit.PointCloud` options (``midpoint``, ``degree``,
+        ``distance``, ``band``, ...); with ``data`` only.
+    reference : str, optional
+        With ``data``: the registered manifold whose exact geometry generated
+        the samples (built with ``manifold_params`` and ``n_pixels``), for
+        studies; the evaluation then also reports the trained encoder's exact
+        ``L_delta`` on it. It is never used in training.
+    pool_pairs : int
+        Pairs in the pool of a ``data`` run.
     latent_dim : int
         ``l``, at least the manifold's dimension ``m``.
     delta : float, optional
         Pair scale, ``0 < delta < injectivity radius``; ``None`` (default):
-        :func:`gammalimit.manifolds.default_delta` of the manifold, resolved
-        here, so the stored config records the number.
+        :func:`gammalimit.manifolds.default_delta` of the manifold (for
+        ``data``, :meth:`gammalimit.PointCloud.default_delta`: 0.05 times the
+        cloud's extent, raised where the samples are sparser), resolved here,
+        so the stored config records the number.
     lam : float
         Bending weight ``lam >= 0`` (units of length^2).
     penalty : str
@@ -136,10 +186,12 @@ class TrainConfig:
         Steps of linear warm-up; a cosine decay to ``lr * final_lr_ratio``
         follows.
     final_lr_ratio : float
-    strategy : str
-        One of :data:`gammalimit.sampling.STRATEGIES`.
-    antithetic : bool
-        Training pairs come in antithetic couples (``v`` and ``-v``).
+    strategy : str, optional
+        One of :data:`gammalimit.sampling.STRATEGIES` (default ``"shell"``;
+        ``"ball"`` with ``data``).
+    antithetic : bool, optional
+        Training pairs come in antithetic couples (``v`` and ``-v``); default
+        true, and false (the only choice) with ``data``.
     qmc : bool
         Each batch is two scrambled Sobol sequences (a fresh scrambling every
         step) instead of pseudo-random points. The points of a batch then
@@ -150,19 +202,21 @@ class TrainConfig:
         ``batch_size`` must be ``2 * 2^k`` (``4 * 2^k`` with ``antithetic``).
     seed : int
         Fixes initial weights and all training pairs.
-    n_pixels : int
+    n_pixels : int, optional
         Grid size of the image manifolds (their ``n_pixels`` parameter; the
-        other manifolds ignore it).
+        other manifolds ignore it); default 32. With ``data``, the side of
+        square images (``[N, H, H]`` or ``n = H^2``), read from the file.
     checkpoint_every : int
         Steps between checkpoints (when the run has an output folder).
     eval_pairs : int
         Pairs of the final float64 ``L_delta`` estimate.
     eval_seed : int
         Seed of the evaluation pairs (the same for every run, so runs compare).
-    limit : {"quadrature", "monte-carlo", "none"}
+    limit : {"quadrature", "monte-carlo", "none"}, optional
         How the final evaluation gets ``L`` (:func:`~gammalimit.train.limit_estimate`):
-        ``continuum_loss`` quadrature, the mean of the limit integrand over
-        ``eval_pairs // 4`` sampled pairs, or not at all.
+        ``continuum_loss`` quadrature (the default), the mean of the limit
+        integrand over ``eval_pairs // 4`` sampled pairs, or not at all (the
+        only choice with ``data``: a cloud has no chart).
     divergence_ratio : float
         Stop when the smoothed loss exceeds this multiple of its lowest value
         (``inf`` disables; non-finite losses always stop).
@@ -170,8 +224,13 @@ class TrainConfig:
         ``"cpu"`` or ``"cuda"`` (pairs are drawn on the CPU in float64).
     """
 
-    manifold: str = "rotating-ellipse"
+    manifold: str | None = None
     manifold_params: dict = field(default_factory=dict, hash=False)
+    data: str | None = None
+    dim: int | None = None
+    cloud: dict = field(default_factory=dict, hash=False)
+    reference: str | None = None
+    pool_pairs: int = 1 << 14
     latent_dim: int = 2
     delta: float | None = None
     lam: float = 0.01
@@ -188,29 +247,26 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup: int = 100
     final_lr_ratio: float = 0.01
-    strategy: str = "shell"
-    antithetic: bool = True
+    strategy: str | None = None
+    antithetic: bool | None = None
     qmc: bool = True
     seed: int = 0
-    n_pixels: int = 32
+    n_pixels: int | None = None
     checkpoint_every: int = 500
     eval_pairs: int = 1 << 14
     eval_seed: int = 2**31 - 1
-    limit: str = "quadrature"
+    limit: str | None = None
     divergence_ratio: float = 1e3
     device: str = "cpu"
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        check_choice(self.manifold, "manifold", MANIFOLDS)
-        set_("manifold_params", _manifold_params(self.manifold_params))
-        set_("n_pixels", check_count(self.n_pixels, "n_pixels", 8))
-        manifold = self.make_manifold()
+        manifold = self._data_geometry() if self.data is not None else self._manifold_geometry()
         set_("latent_dim", check_count(self.latent_dim, "latent_dim"))
         if self.latent_dim < manifold.dim:
             raise ValueError(f"latent_dim = {self.latent_dim} is below the dimension m = {manifold.dim} of "
                              f"{manifold!r}: an encoder into R^l needs l >= m")
-        set_("delta", check_delta(manifold, default_delta(manifold) if self.delta is None else self.delta))
+        set_("delta", check_delta(manifold, manifold_default_delta(manifold) if self.delta is None else self.delta))
         set_("lam", check_lam(self.lam))
         check_choice(self.penalty, "penalty", PENALTIES)
         for name, minimum in (("steps", 1), ("batch_size", 2), ("checkpoint_every", 1), ("eval_pairs", 2)):
@@ -218,7 +274,10 @@ class TrainConfig:
         set_("seed", check_seed(self.seed))
         set_("eval_seed", check_seed(self.eval_seed, "eval_seed"))
         check_choice(self.encoder, "encoder", ENCODERS)
-        if self.encoder == "conv" and self.manifold not in image_manifolds():
+        if self.encoder == "conv" and self.data is not None and self.n_pixels is None:
+            raise ValueError(f"encoder 'conv' needs square images; the samples in {self.data!r} have "
+                             f"{manifold.ambient_dim} values, not H^2 (or shape (N, H, H))")
+        if self.encoder == "conv" and self.data is None and self.manifold not in image_manifolds():
             raise ValueError(f"encoder 'conv' needs an image manifold {image_manifolds()}, got {self.manifold!r}")
         set_("hidden", check_widths(self.hidden, "hidden"))
         set_("channels", check_widths(self.channels, "channels"))
@@ -232,7 +291,6 @@ class TrainConfig:
         check_choice(self.strategy, "strategy", STRATEGIES)
         check_choice(self.limit, "limit", LIMIT_METHODS)
         set_("divergence_ratio", check_real(self.divergence_ratio, "divergence_ratio", minimum=1.0, allow_inf=True))
-        set_("antithetic", bool(self.antithetic))
         set_("qmc", bool(self.qmc))
         if self.qmc:
             per_unit = 2 * (2 if self.antithetic else 1)
@@ -247,9 +305,79 @@ class TrainConfig:
                              "linear_skip=True (or use init='zero')")
         _check_device(self.device)
 
+    def _manifold_geometry(self):
+        """Resolve the defaults of a run on a registered manifold, and build it."""
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        for name in ("dim", "reference"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name} applies to a run on samples (data=...); a manifold knows its geometry")
+        if self.cloud:
+            raise ValueError("cloud options apply to a run on samples (data=...)")
+        set_("manifold", DEFAULT_MANIFOLD if self.manifold is None else self.manifold)
+        check_choice(self.manifold, "manifold", MANIFOLDS)
+        set_("manifold_params", _manifold_params(self.manifold_params))
+        set_("n_pixels", check_count(32 if self.n_pixels is None else self.n_pixels, "n_pixels", 8))
+        set_("strategy", "shell" if self.strategy is None else self.strategy)
+        set_("antithetic", True if self.antithetic is None else bool(self.antithetic))
+        set_("limit", "quadrature" if self.limit is None else self.limit)
+        return self.make_manifold()
+
+    def _data_geometry(self):
+        """Resolve the defaults of a run on samples, and load their point cloud."""
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        if self.manifold is not None:
+            raise ValueError(f"give manifold (exact geometry) or data (samples), not both: got manifold="
+                             f"{self.manifold!r} and data={self.data!r}; name the manifold that generated the "
+                             "data as reference to compare with its exact geometry")
+        if not isinstance(self.data, (str, os.PathLike)):
+            raise TypeError(f"data must be the path of a .npy file, got {self.data!r}")
+        set_("data", os.fspath(self.data))
+        if self.dim is None:
+            raise ValueError(f"data={self.data!r} needs dim, the intrinsic dimension m of the samples")
+        set_("dim", check_int(self.dim, "dim", minimum=1))
+        set_("cloud", _cloud_options(self.cloud))
+        set_("pool_pairs", check_count(self.pool_pairs, "pool_pairs", 2))
+        cloud = load_cloud(self.data, self.dim, self.cloud)
+        side = image_side(self.data)
+        if self.n_pixels is not None and self.n_pixels != side:
+            raise ValueError(f"n_pixels = {self.n_pixels!r} does not match the samples in {self.data!r} "
+                             + (f"(images of {side} x {side} pixels)" if side else "(not square images)")
+                             + "; leave it out: it is read from the data")
+        set_("n_pixels", side)
+        set_("strategy", "ball" if self.strategy is None else self.strategy)
+        if self.antithetic:
+            raise ValueError("antithetic pairs (v and -v) need an exponential map; a point cloud has none: "
+                             "leave antithetic out (or False) with data")
+        set_("antithetic", False)
+        if self.limit not in (None, "none"):
+            raise ValueError(f"limit={self.limit!r}: L needs a chart of the manifold, which samples do not give; "
+                             "with data, limit must be 'none'")
+        set_("limit", "none")
+        if self.reference is None:
+            if self.manifold_params:
+                raise ValueError("manifold_params with data set the parameters of the reference manifold; "
+                                 "name it (reference=...) or leave them out")
+        else:
+            check_choice(self.reference, "reference", MANIFOLDS)
+            set_("manifold_params", _manifold_params(self.manifold_params))
+            exact = self.make_reference()
+            if (exact.ambient_dim, exact.dim) != (cloud.ambient_dim, cloud.dim):
+                raise ValueError(f"reference {exact!r} has dimension {exact.dim} in R^{exact.ambient_dim}, the "
+                                 f"samples dimension {cloud.dim} in R^{cloud.ambient_dim}")
+        return cloud
+
     def make_manifold(self):
-        """The manifold of this run, from the registry."""
+        """The manifold of this run, from the registry; with ``data``, the
+        :class:`gammalimit.PointCloud` of the samples (built once per file, :func:`~gammalimit.train.data.load_cloud`)."""
+        if self.data is not None:
+            return load_cloud(self.data, self.dim, self.cloud)
         return make_manifold(self.manifold, self.n_pixels, **self.manifold_params)
+
+    def make_reference(self):
+        """The exact manifold that generated the data (``reference``), or ``None``."""
+        if self.reference is None:
+            return None
+        return make_manifold(self.reference, self.n_pixels, **self.manifold_params)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -268,6 +396,13 @@ class TrainConfig:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
+
+
+def manifold_default_delta(manifold) -> float:
+    """The default pair scale: :func:`gammalimit.manifolds.default_delta`, or a point cloud's own."""
+    if hasattr(manifold, "default_delta"):
+        return manifold.default_delta()
+    return registry_default_delta(manifold)
 
 
 def _check_device(device) -> None:

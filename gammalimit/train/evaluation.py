@@ -3,7 +3,10 @@
 ``L_delta`` comes from :func:`gammalimit.discrete_loss` with a fixed
 evaluation seed, ``L`` from :func:`gammalimit.continuum_loss` quadrature or
 as the mean limit integrand over sampled pairs (:func:`limit_estimate`), both
-with the run's penalty (docs/theory.md, sections 2 and 3).
+with the run's penalty (docs/theory.md, sections 2 and 3). A run on samples
+gets ``L_delta`` from fresh cloud pairs (not the training pool), no ``L``, and,
+where the config names the exact manifold behind the data (``reference``),
+``L_delta`` with its exact geometry too.
 """
 
 from __future__ import annotations
@@ -26,6 +29,10 @@ from .networks import TRAIN_DTYPE, float64_copy
 
 #: Pairs on which the float32 and float64 encoders are compared.
 FLOAT32_PAIRS = 4096
+
+#: What a run on samples reports in place of ``L``.
+NO_LIMIT = ("none: L needs the manifold's chart and curvature, which samples do not give; L_delta uses the "
+            "point cloud's surrogates (chord distance, midpoints from local fits)")
 
 LIMIT_ESTIMATES = ("quadrature", "monte-carlo")
 
@@ -96,16 +103,59 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, manifold=None) -> dict
         mean shows here), beside ``float32_roundoff_bound = eps_32 / delta^2``,
         docs/theory.md's estimate for the bending term.
         ``L``: :func:`limit_estimate` with ``config.limit`` (absent for ``"none"``).
+
+        For a run on samples (``config.data``): ``L_delta`` over
+        ``config.eval_pairs`` fresh cloud pairs (``config.eval_seed``, not
+        antithetic), the float32 comparison on the first of them, ``fit``
+        (their local fits' residuals, :attr:`gammalimit.PointCloud.last_fit`,
+        for projected midpoints), ``limit`` saying why there is no ``L``, and
+        with ``config.reference`` ``L_delta_reference``: ``discrete_loss`` on
+        the exact manifold (antithetic pairs, ``config.eval_seed``).
     """
-    manifold = manifold or config.make_manifold()
+    manifold = config.make_manifold() if manifold is None else manifold
     phi64 = float64_copy(model)
-    phi32 = copy.deepcopy(model).to(device="cpu", dtype=TRAIN_DTYPE).eval()
+    if config.data is not None:
+        return _evaluate_on_samples(model, phi64, config, manifold)
     t0 = time.perf_counter()
     L64 = discrete_loss(phi64, manifold, delta=config.delta, lam=config.lam, n=config.eval_pairs,
                         penalty=config.penalty, strategy=config.strategy, antithetic=True, seed=config.eval_seed)
     out = {"L_delta": {**L64.to_dict(), "seconds": time.perf_counter() - t0}}
     pairs = sample_pairs(manifold, min(config.eval_pairs, FLOAT32_PAIRS), config.delta, strategy=config.strategy,
                          antithetic=True, seed=config.eval_seed)
+    out.update(_float32_cost(model, phi64, pairs, config))
+    if config.limit != "none":
+        out["L"] = limit_estimate(phi64, manifold, lam=config.lam, penalty=config.penalty, strategy=config.strategy,
+                                  method=config.limit, n=max(2, config.eval_pairs // 4), seed=config.eval_seed,
+                                  delta=config.delta)
+    return out
+
+
+def _evaluate_on_samples(model, phi64, config: TrainConfig, cloud) -> dict:
+    """:func:`evaluate` for a run on samples: the cloud's pairs are drawn once and serve both estimates."""
+    t0 = time.perf_counter()
+    pairs = sample_pairs(cloud, config.eval_pairs, config.delta, strategy=config.strategy, seed=config.eval_seed)
+    fit = dict(cloud.last_fit) if cloud.midpoint_rule == "projection" else None
+    L64 = discrete_loss(phi64, pairs, lam=config.lam, penalty=config.penalty, strategy=config.strategy,
+                        seed=config.eval_seed)
+    out = {"L_delta": {**L64.to_dict(), "seconds": time.perf_counter() - t0}}
+    out.update(_float32_cost(model, phi64, next(pairs.blocks(FLOAT32_PAIRS)), config))
+    if fit is not None:
+        out["fit"] = fit
+    out["limit"] = NO_LIMIT
+    reference = config.make_reference()
+    if reference is not None:
+        t0 = time.perf_counter()
+        exact = discrete_loss(phi64, reference, delta=config.delta, lam=config.lam, n=config.eval_pairs,
+                              penalty=config.penalty, strategy=config.strategy, antithetic=True,
+                              seed=config.eval_seed)
+        out["L_delta_reference"] = {"manifold": repr(reference), **exact.to_dict(),
+                                    "seconds": time.perf_counter() - t0}
+    return out
+
+
+def _float32_cost(model, phi64, pairs, config: TrainConfig) -> dict:
+    """The float32 encoder's relative error against the float64 copy on ``pairs`` (see :func:`evaluate`)."""
+    phi32 = copy.deepcopy(model).to(device="cpu", dtype=TRAIN_DTYPE).eval()
     with torch.no_grad():
         t64, t32 = pair_terms(phi64, pairs, config.penalty), pair_terms(phi32, pairs, config.penalty)
     rel, per_pair = {}, {}
@@ -114,11 +164,5 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, manifold=None) -> dict
         scale = max(abs(float(a.mean())), 1e-300)
         rel[key] = float(abs(b.mean() - a.mean())) / scale
         per_pair[key] = float(torch.sqrt(((b - a) ** 2).mean())) / scale
-    out["float32_relative_error"] = rel
-    out["float32_pair_rms_error"] = per_pair
-    out["float32_roundoff_bound"] = roundoff_error(TRAIN_DTYPE, config.delta)
-    if config.limit != "none":
-        out["L"] = limit_estimate(phi64, manifold, lam=config.lam, penalty=config.penalty, strategy=config.strategy,
-                                  method=config.limit, n=max(2, config.eval_pairs // 4), seed=config.eval_seed,
-                                  delta=config.delta)
-    return out
+    return {"float32_relative_error": rel, "float32_pair_rms_error": per_pair,
+            "float32_roundoff_bound": roundoff_error(TRAIN_DTYPE, config.delta)}

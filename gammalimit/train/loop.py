@@ -3,7 +3,11 @@
 Step ``s`` draws its pairs with a seed derived from ``(seed, s)``
 (:func:`step_seed`), so a run is a function of its config; resuming from a
 checkpoint gives, on the same machine, the same weights bit for bit as a run
-that was never interrupted. A non-finite or diverging loss stops training
+that was never interrupted. A run on samples (``config.data``) draws its pairs
+from a pool of cloud pairs (:meth:`gammalimit.PointCloud.pair_pool`, seeded by
+:func:`pool_seed`), computed when the run starts and again, identically, when
+it resumes: the pool is a function of the config and the data, which the
+checkpoint names by their digest. A non-finite or diverging loss stops training
 with :class:`TrainingDiverged`; the last checkpoint (written only while the
 weights were finite) is kept.
 """
@@ -21,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..loss import pair_terms
+from ..manifolds.point_cloud import PairPool
 from ..sampling import sample_pairs
 from ..validation import check_count
 from . import checkpoint as files
@@ -51,6 +56,12 @@ class WarmupCosine:
 def step_seed(seed: int, step: int) -> int:
     """Seed of the training pairs of step ``step`` of a run with seed ``seed``."""
     state = np.random.SeedSequence([int(seed), int(step), 0x7A1]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+def pool_seed(seed: int) -> int:
+    """Seed of the pair pool of a run on samples with seed ``seed`` (apart from every step's seed)."""
+    state = np.random.SeedSequence([int(seed), 0x9001]).generate_state(2, dtype=np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
 
 
@@ -92,6 +103,11 @@ class TrainResult:
     seconds : float
         Wall time of the optimisation (summed over resumed segments), without evaluation.
     pairs_per_second : float
+    pool : dict or None
+        For a run on samples: the pair pool's ``pairs``, ``seed``, ``seconds``
+        (to compute it in this segment of the run, not counted in ``seconds``)
+        and, for projected midpoints, ``fit`` (the residuals of the local fits
+        of its last block, :attr:`gammalimit.PointCloud.last_fit`).
     """
 
     config: TrainConfig
@@ -102,11 +118,12 @@ class TrainResult:
     steps: int = 0
     seconds: float = 0.0
     pairs_per_second: float = 0.0
+    pool: dict | None = None
 
     def to_dict(self) -> dict:
         """Plain data (no model, no per-step history)."""
         return {"config": self.config.to_dict(), "steps": self.steps, "seconds": self.seconds,
-                "pairs_per_second": self.pairs_per_second, "evaluation": self.evaluation,
+                "pairs_per_second": self.pairs_per_second, "pool": self.pool, "evaluation": self.evaluation,
                 "final_loss": self.history[-1]["loss"] if self.history else None, "probes": self.probes}
 
 
@@ -139,6 +156,24 @@ class Trainer:
         self.probe_every = check_count(probe_every, "probe_every")
         self.manifold = config.make_manifold()
         self.device = torch.device(config.device)
+        self.pool = None
+
+    def pair_source(self):
+        """Where the training pairs come from: the manifold, or for a run on samples the pool of
+        ``config.pool_pairs`` cloud pairs (a :class:`~gammalimit.manifolds.point_cloud.PairPool`),
+        computed on the first call and timed in :attr:`pool`."""
+        c = self.config
+        if c.data is None:
+            return self.manifold
+        if self.pool is None:
+            t0 = time.perf_counter()
+            pairs = self.manifold.pair_pool(c.delta, c.pool_pairs, strategy=c.strategy, seed=pool_seed(c.seed),
+                                            progress=self.progress)
+            self.pool = {"pairs": len(pairs), "seed": pool_seed(c.seed), "seconds": time.perf_counter() - t0}
+            if self.manifold.midpoint_rule == "projection":
+                self.pool["fit"] = dict(self.manifold.last_fit)
+            self._pool_pairs = PairPool(pairs, c.strategy)
+        return self._pool_pairs
 
     def _fresh_state(self):
         c = self.config
@@ -155,6 +190,7 @@ class Trainer:
         if self.out is None:
             raise ValueError("resume needs an output folder (out) holding a checkpoint")
         state = files.load_checkpoint(self._checkpoint_path(), self.config)
+        files.check_data(state, self.manifold, self._checkpoint_path())
         model, opt, sched, monitor = self._fresh_state()
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -186,6 +222,7 @@ class Trainer:
                                  "that run, or choose another output folder")
             start, pairs_seen, seconds, history, probes = 0, 0, 0.0, [], []
             model, opt, sched, monitor = self._fresh_state()
+        source = self.pair_source()
         log = None
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -197,7 +234,7 @@ class Trainer:
         model.train()
         try:
             for step in range(start, c.steps):
-                pairs = sample_pairs(self.manifold, c.batch_size, c.delta, strategy=c.strategy,
+                pairs = sample_pairs(source, c.batch_size, c.delta, strategy=c.strategy,
                                      antithetic=c.antithetic, qmc=c.qmc, qmc_replicates=2,
                                      seed=step_seed(c.seed, step))
                 opt.zero_grad(set_to_none=True)
@@ -242,7 +279,8 @@ class Trainer:
             if log:
                 log.close()
         seconds = time.perf_counter() - t_start
-        result = TrainResult(c, model, history, probes, {}, c.steps, seconds, pairs_seen / max(seconds, 1e-9))
+        result = TrainResult(c, model, history, probes, {}, c.steps, seconds, pairs_seen / max(seconds, 1e-9),
+                             self.pool)
         if evaluate_final:
             result.evaluation = evaluate(model, c, self.manifold)
         if self.out is not None:
