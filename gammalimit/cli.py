@@ -1,4 +1,8 @@
-"""Command line: ``gammalimit {loss, limit, train, reproduce}``. Parses arguments, calls the library."""
+"""Command line: ``gammalimit {loss, limit, train, reproduce}``. Parses arguments, calls the library.
+
+``loss`` and ``train`` also take ``--data FILE.npy --dim m``: samples alone
+(a :class:`gammalimit.PointCloud`) in place of a registered manifold.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,10 @@ from .manifolds import Circle, FlatTorus, Sphere
 from .manifolds.registry import MANIFOLDS, default_delta, make_manifold, manifold_parameters
 from .penalties import PENALTIES
 from .sampling import STRATEGIES
+
+#: Default pairs of ``loss`` on a manifold, and on samples (each pair of samples costs a local fit).
+LOSS_PAIRS = 100_000
+SAMPLE_LOSS_PAIRS = 1 << 14
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -85,8 +93,8 @@ def _has_closed_form(manifold, penalty: str) -> bool:
 
 
 def _add_manifold_args(p, default="sphere", penalty="squared"):
-    p.add_argument("--manifold", choices=sorted(MANIFOLDS), default=default,
-                   help=f"a registered manifold (default {default})" if default else None)
+    p.add_argument("--manifold", choices=sorted(MANIFOLDS), default=None,
+                   help=f"a registered manifold (default {default})")
     p.add_argument("--radius", type=_floats, default=None,
                    help="the manifold's radius, or its radii R1,R2 (torus; one value sets both)")
     p.add_argument("--n-pixels", type=int, default=None, help="image size N of the image manifolds")
@@ -101,35 +109,97 @@ def _add_encoder_args(p):
     p.add_argument("--scale", type=_floats, default=(1.0,),
                    help="phi = scale * id; 'a1,a2' on the torus (default 1)")
     p.add_argument("--lam", type=float, default=1.0, help="bending weight lam >= 0 (default 1)")
-    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="shell")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=None,
+                   help="radial law of the pairs (default shell; ball with --data)")
+
+
+def _add_data_args(p):
+    from .manifolds.point_cloud import DISTANCES, MIDPOINTS
+
+    g = p.add_argument_group("samples alone (instead of --manifold)")
+    g.add_argument("--data", default=None, metavar="FILE.npy",
+                   help="samples of shape (N, n), or images (N, H, W), saved with numpy.save")
+    g.add_argument("--dim", type=int, default=None, help="intrinsic dimension m of the samples (with --data)")
+    g.add_argument("--midpoint", choices=MIDPOINTS, default=None,
+                   help="midpoint surrogate (default projection onto a local fit)")
+    g.add_argument("--degree", type=int, default=None, help="degree of the local fit (default 3)")
+    g.add_argument("--distance", choices=DISTANCES, default=None, help="distance surrogate (default chord)")
+    g.add_argument("--band", type=float, default=None, help="relative width of the shell strategy's band (0.1)")
+
+
+def _cloud_options(args) -> dict:
+    """The PointCloud options given on the command line."""
+    return {k: getattr(args, k) for k in ("midpoint", "degree", "distance", "band") if getattr(args, k) is not None}
+
+
+def _manifold_name(args) -> str:
+    """The manifold of ``loss``/``limit``: ``--manifold``, default the sphere."""
+    return args.manifold or "sphere"
 
 
 def cmd_loss(args) -> dict:
-    manifold = make_manifold(args.manifold, **manifold_params(args, args.manifold))
+    if args.data is not None:
+        return _loss_on_samples(args)
+    name = _manifold_name(args)
+    manifold = make_manifold(name, **manifold_params(args, name))
     phi = _encoder(manifold, args.scale)
     delta = default_delta(manifold) if args.delta is None else args.delta
-    est = discrete_loss(phi, manifold, delta=delta, lam=args.lam, n=args.n, penalty=args.penalty,
-                        strategy=args.strategy, antithetic=args.antithetic, qmc=args.qmc, seed=args.seed)
+    strategy = args.strategy or "shell"
+    est = discrete_loss(phi, manifold, delta=delta, lam=args.lam, n=args.n or LOSS_PAIRS, penalty=args.penalty,
+                        strategy=strategy, antithetic=args.antithetic, qmc=args.qmc, seed=args.seed)
     out = {"manifold": repr(manifold), "scale": list(args.scale), **est.to_dict()}
     if _has_closed_form(manifold, args.penalty):
-        exact = embeddings.exact_discrete_loss(manifold, args.scale, delta=delta, lam=args.lam,
-                                               strategy=args.strategy)
+        exact = embeddings.exact_discrete_loss(manifold, args.scale, delta=delta, lam=args.lam, strategy=strategy)
         out["L_delta_exact"] = exact.to_dict()
         out["L_exact"] = embeddings.exact_continuum_loss(manifold, args.scale, lam=args.lam,
-                                                         strategy=args.strategy).to_dict()
-    L = continuum_loss(phi, manifold, lam=args.lam, penalty=args.penalty, strategy=args.strategy)
+                                                         strategy=strategy).to_dict()
+    L = continuum_loss(phi, manifold, lam=args.lam, penalty=args.penalty, strategy=strategy)
     out["L"] = {"total": L.total, **L.terms, **L.parts, "error": L.error}
     return out
 
 
+def _loss_on_samples(args) -> dict:
+    """``loss --data``: ``L_delta`` of ``phi = scale * id`` with the point cloud's surrogates (no closed
+    forms, no limit)."""
+    from .train.data import load_cloud
+    from .train.evaluation import NO_LIMIT
+
+    _refuse_manifold_args(args, "loss")
+    if args.dim is None:
+        raise ValueError(f"--data {args.data} needs --dim, the intrinsic dimension m of the samples")
+    cloud = load_cloud(args.data, args.dim, _cloud_options(args))
+    if len(args.scale) != 1:
+        raise ValueError(f"phi = scale * id on samples takes one scale, got {list(args.scale)}")
+    delta = cloud.default_delta() if args.delta is None else args.delta
+    est = discrete_loss(embeddings.ScaledIdentity(args.scale[0]), cloud, delta=delta, lam=args.lam,
+                        n=args.n or SAMPLE_LOSS_PAIRS, penalty=args.penalty, strategy=args.strategy or "ball",
+                        antithetic=args.antithetic, qmc=args.qmc, seed=args.seed)
+    out = {"data": args.data, "cloud": repr(cloud), "scale": list(args.scale), **est.to_dict()}
+    if cloud.midpoint_rule == "projection":
+        out["fit"] = dict(cloud.last_fit)
+    out["L"] = NO_LIMIT
+    return out
+
+
+def _refuse_manifold_args(args, command: str) -> None:
+    """With ``--data`` the samples are the manifold: ``--manifold`` and its parameters are errors."""
+    given = [flag for flag, value in (("--manifold", args.manifold), ("--radius", args.radius),
+                                      ("--param", args.param), ("--n-pixels", args.n_pixels)) if value]
+    if given:
+        raise ValueError(f"{command} --data learns the geometry from the samples; {', '.join(given)} "
+                         "describe a registered manifold and cannot be combined with it")
+
+
 def cmd_limit(args) -> dict:
-    manifold = make_manifold(args.manifold, **manifold_params(args, args.manifold))
+    name = _manifold_name(args)
+    manifold = make_manifold(name, **manifold_params(args, name))
     phi = _encoder(manifold, args.scale)
-    L = continuum_loss(phi, manifold, lam=args.lam, penalty=args.penalty, strategy=args.strategy, nodes=args.nodes)
+    strategy = args.strategy or "shell"
+    L = continuum_loss(phi, manifold, lam=args.lam, penalty=args.penalty, strategy=strategy, nodes=args.nodes)
     out = {"manifold": repr(manifold), "scale": list(args.scale), **L.to_dict()}
     if _has_closed_form(manifold, args.penalty):
         out["L_exact"] = embeddings.exact_continuum_loss(manifold, args.scale, lam=args.lam,
-                                                         strategy=args.strategy).to_dict()
+                                                         strategy=strategy).to_dict()
     return out
 
 
@@ -139,9 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("loss", help="Monte Carlo estimate of L_delta for phi = scale * id")
     _add_encoder_args(p)
+    _add_data_args(p)
     p.add_argument("--delta", type=float, default=None,
-                   help="pair scale, 0 < delta < injectivity radius (default: 0.05 injectivity radius)")
-    p.add_argument("--n", "--pairs", dest="n", type=int, default=100_000, help="number of pairs (default 1e5)")
+                   help="pair scale, 0 < delta < injectivity radius (default: 0.05 injectivity radius; with "
+                        "--data, 0.05 times the extent of the samples, or more where they are sparse)")
+    p.add_argument("--n", "--pairs", dest="n", type=int, default=None,
+                   help=f"number of pairs (default {LOSS_PAIRS}; {SAMPLE_LOSS_PAIRS} with --data)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--antithetic", action="store_true", help="pair v with -v")
     p.add_argument("--qmc", action="store_true", help="scrambled Sobol points")
@@ -168,7 +241,15 @@ def _add_train_args(p):
     from .train import ENCODERS, LIMIT_METHODS
 
     # default None: the value of TrainConfig, or of the stored run with --resume
-    _add_manifold_args(p, default=None, penalty=None)
+    _add_manifold_args(p, default="rotating-ellipse", penalty=None)
+    _add_data_args(p)
+    p.add_argument("--reference", choices=sorted(MANIFOLDS), default=None,
+                   help="with --data: the manifold that generated the samples, for an exact L_delta of the "
+                        "trained encoder (never used in training); --radius/--param set its parameters")
+    p.add_argument("--pool-pairs", type=int, default=None,
+                   help="with --data: pairs in the pool computed once (default 16384)")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default=None,
+                   help="radial law of the pairs (default shell; ball with --data)")
     p.add_argument("--latent-dim", type=int, default=None, help="latent dimension l >= m (default 2)")
     p.add_argument("--delta", type=float, default=None, help="pair scale (default: 0.05 injectivity radius)")
     p.add_argument("--lam", type=float, default=None, help="bending weight (default 0.01)")
@@ -192,26 +273,43 @@ def _add_train_args(p):
 def cmd_train(args) -> dict:
     from . import train as training
 
-    names = {f.name for f in dataclasses.fields(training.TrainConfig)} - {"n_pixels"}
+    names = {f.name for f in dataclasses.fields(training.TrainConfig)} - {"n_pixels", "cloud"}
     given = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out, the folder of the run to continue")
     stored = training.load_config(args.out) if args.resume else None
-    name = args.manifold or (stored or training.TrainConfig).manifold  # the class attribute: the field's default
-    params = manifold_params(args, name)
-    make_manifold(name, **params)  # a parameter the manifold does not take is an error here
-    if "n_pixels" in params:
-        given["n_pixels"] = params.pop("n_pixels")
-    if params:
-        given["manifold_params"] = params
+    cloud = _cloud_options(args)
+    if cloud:
+        given["cloud"] = {**(stored.cloud if stored else {}), **cloud}
+    if args.n_pixels is not None:
+        given["n_pixels"] = args.n_pixels
+    if args.data or (stored and stored.data and not args.manifold):
+        # the manifold parameters belong to the reference, if any; n_pixels is checked against the data
+        name = args.reference or (stored.reference if stored else None)
+        if name is None and (args.radius is not None or args.param):
+            raise ValueError("--radius and --param set parameters of a manifold; with --data, of --reference")
+    else:
+        name = args.manifold or (stored.manifold if stored else training.config.DEFAULT_MANIFOLD)
+    if name is not None:
+        params = manifold_params(args, name)
+        make_manifold(name, **params)  # a parameter the manifold does not take is an error here
+        params.pop("n_pixels", None)
+        if params:
+            given["manifold_params"] = params
     config = dataclasses.replace(stored, **given) if args.resume else training.TrainConfig(**given)
     result = training.train(config, out=args.out, resume=args.resume, progress=not args.no_progress)
     ev = result.evaluation
-    return {"out": args.out, "manifold": config.manifold, "penalty": config.penalty, "delta": config.delta,
-            "steps": result.steps, "seconds": result.seconds, "pairs_per_second": result.pairs_per_second,
-            "final_batch_loss": result.history[-1]["loss"], "L_delta": ev["L_delta"]["total"],
-            "L_delta_stderr": ev["L_delta"]["stderr"], "L": ev["L"]["total"] if "L" in ev else None,
-            "float32_relative_error": ev["float32_relative_error"]["total"]}
+    out = {"out": args.out, "manifold": config.manifold, "data": config.data, "penalty": config.penalty,
+           "delta": config.delta, "strategy": config.strategy, "steps": result.steps, "seconds": result.seconds,
+           "pairs_per_second": result.pairs_per_second, "final_batch_loss": result.history[-1]["loss"],
+           "L_delta": ev["L_delta"]["total"], "L_delta_stderr": ev["L_delta"]["stderr"],
+           "L": ev["L"]["total"] if "L" in ev else None,
+           "float32_relative_error": ev["float32_relative_error"]["total"]}
+    if config.data is not None:
+        out.update(pool_pairs=result.pool["pairs"], pool_seconds=result.pool["seconds"], limit=ev["limit"])
+        if "L_delta_reference" in ev:
+            out["L_delta_reference"] = ev["L_delta_reference"]["total"]
+    return out
 
 
 def cmd_reproduce(args):

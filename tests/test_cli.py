@@ -2,9 +2,13 @@
 
 import json
 import math
+import re
 
+import numpy as np
 import pytest
+import torch
 
+from gammalimit import PointCloud, Sphere, discrete_loss
 from gammalimit.cli import main
 from gammalimit.manifolds import MANIFOLDS, default_delta, make_manifold, manifold_parameters
 
@@ -91,3 +95,95 @@ def test_limit_with_the_ratio_penalty(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["penalty"] == "ratio" and "L_exact" not in out
     assert out["distortion"] == pytest.approx(0.25, rel=1e-12)
+
+
+# --------------------------------------------------------------------------
+# samples alone: --data FILE.npy --dim m
+
+
+@pytest.fixture(scope="module")
+def sphere_npy(tmp_path_factory):
+    X = Sphere(1.0).sample(1500, torch.Generator().manual_seed(0)).numpy()
+    path = tmp_path_factory.mktemp("data") / "sphere.npy"
+    np.save(path, X)
+    return path
+
+
+def test_loss_on_samples_is_the_cloud_loss(sphere_npy, capsys):
+    assert main(["loss", "--data", str(sphere_npy), "--dim", "2", "--scale", "1.1", "--delta", "0.2", "--lam",
+                 "0.5", "--n", "256", "--degree", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    cloud = PointCloud(np.load(sphere_npy), dim=2, degree=2)
+    est = discrete_loss(lambda x: 1.1 * x, cloud, delta=0.2, lam=0.5, n=256, strategy="ball")
+    assert out["total"] == est.total and out["strategy"] == "ball" and out["n"] == 256
+    assert out["cloud"] == repr(cloud) and out["fit"]["residual_median"] > 0 and out["L"].startswith("none")
+    assert "L_exact" not in out and "L_delta_exact" not in out
+    # no --delta: the cloud's default, printed
+    assert main(["loss", "--data", str(sphere_npy), "--dim", "2", "--n", "64", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["delta"] == cloud.default_delta()
+
+
+def test_train_on_samples_end_to_end(sphere_npy, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--data", str(sphere_npy), "--dim", "2", "--latent-dim", "3", "--steps", "4", "--batch-size",
+            "16", "--hidden", "4", "--pool-pairs", "128", "--eval-pairs", "64", "--degree", "2", "--reference",
+            "sphere", "--checkpoint-every", "2", "--out", str(out), "--no-progress", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["data"] == str(sphere_npy) and stored["cloud"] == {"degree": 2} and stored["manifold"] is None
+    assert stored["delta"] == result["delta"] > 0 and stored["strategy"] == result["strategy"] == "ball"
+    assert result["pool_pairs"] == 128 and result["L"] is None and result["limit"].startswith("none")
+    assert result["L_delta"] > 0 and result["L_delta_reference"] > 0
+    assert json.loads((out / "result.json").read_text())["pool"]["pairs"] == 128
+    assert main(["train", "--out", str(out), "--resume", "--no-progress", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["L_delta"] == result["L_delta"]
+
+
+def _bad_files(folder):
+    rng = np.random.default_rng(0)
+    files = {"strings": np.array([["a", "b", "c"]] * 40), "flat": rng.random(40), "wide": rng.random((40, 3, 2, 2))}
+    for name, array in files.items():
+        np.save(folder / f"{name}.npy", array)
+    np.save(folder / "ragged.npy", np.array([[1.0, 2.0], [3.0]], dtype=object), allow_pickle=True)
+    (folder / "text.npy").write_text("1 2 3\n4 5 6\n")
+    nan = rng.random((40, 3))
+    nan[7, 1] = np.nan
+    np.save(folder / "nan.npy", nan)
+    np.save(folder / "plane.npy", rng.random((40, 2)))
+    np.save(folder / "few.npy", rng.random((5, 3)))
+    return folder
+
+
+@pytest.mark.parametrize("name, extra, message", [
+    ("missing", [], r"data file '.*missing.npy' does not exist"),
+    ("strings", [], r"strings.npy' holds <U1 values; samples must be real numbers"),
+    ("ragged", [], r"ragged.npy' is not a .npy array of numbers"),
+    ("text", [], r"text.npy' is not a .npy array of numbers"),
+    ("flat", [], r"flat.npy' must hold samples of shape \(N, n\) or images of shape \(N, H, W\), got shape \(40,\)"),
+    ("wide", [], r"got shape \(40, 3, 2, 2\)"),
+    ("nan", [], r"nan.npy': X has 1 row\(s\) with NaN or infinite values; first: row 7"),
+    ("plane", [], r"plane.npy': dim must be below the ambient dimension n = 2 of the samples, got dim = 2"),
+    ("few", [], r"few.npy': X has 5 samples; .* needs at least 20"),
+    ("sphere", ["--delta", "1e-4"], r"anchors have no neighbour within chord distance delta = 0.0001.*larger delta"),
+    ("sphere", ["--manifold", "sphere"], r"--data learns the geometry from the samples; --manifold"),
+    ("sphere", ["--scale", "1,2"], r"takes one scale, got \[1.0, 2.0\]"),
+    ("sphere", ["--antithetic"], r"antithetic pairs .* need an exponential map"),
+])
+def test_bad_samples_are_one_line_errors(tmp_path, sphere_npy, capsys, name, extra, message):
+    folder = _bad_files(tmp_path)
+    path = sphere_npy if name == "sphere" else folder / f"{name}.npy"
+    assert main(["loss", "--data", str(path), "--dim", "2", "--n", "64", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err and re.search(message, err), err
+    if not extra:  # the trainer reads data through the same checks
+        assert main(["train", "--data", str(path), "--dim", "2", "--steps", "1", "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and re.search(message, err), err
+
+
+def test_data_needs_dim(sphere_npy, capsys):
+    assert main(["loss", "--data", str(sphere_npy)]) == 2
+    assert "needs --dim" in capsys.readouterr().err
+    assert main(["train", "--data", str(sphere_npy), "--no-progress"]) == 2
+    assert "needs dim" in capsys.readouterr().err
