@@ -6,13 +6,19 @@ that compare embeddings on a data manifold (issue 7).
 ``__init__``, validated in ``fit``, ``random_state``, fitted attributes ending
 in ``_``), so that it can stand in a table beside Isomap or LLE.
 
-It is *not* a black-box method on a point cloud. ``L_delta`` (THEORY.md
-section 2) needs the Riemannian distance ``d(x, y)`` and average ``av(x, y)``
-of the data manifold, which a finite sample does not give. So ``fit(X)``
-checks that ``X`` lies on the named manifold and then trains on pairs drawn
-afresh from that manifold's measure ``mu`` at every step; the values of ``X``
-do not enter the training. A comparison with methods that see only ``X``
-must say so: the encoder has an oracle for the geometry and unlimited samples.
+It works in two modes. ``L_delta`` (THEORY.md section 2) needs the Riemannian
+distance ``d(x, y)`` and average ``av(x, y)`` of the data manifold.
+
+- With ``manifold`` named, ``fit(X)`` checks that ``X`` lies on it and then
+  trains on pairs drawn afresh from that manifold's measure ``mu`` at every
+  step; the values of ``X`` do not enter the training. A comparison with
+  methods that see only ``X`` must say so: the encoder then has an oracle for
+  the geometry and unlimited samples.
+- Without it, ``fit(X)`` learns from ``X`` alone, like Isomap or LLE: ``X``
+  becomes a :class:`gammalimit.PointCloud` of intrinsic dimension ``dim``,
+  whose surrogates (chord distance, midpoints projected onto local fits,
+  neighbour pairs: docs/theory.md, section 8) stand in for ``d`` and ``av``,
+  exactly as ``gammalimit train --data``.
 
 The measures (float64, on codes ``shape=[k, l]``):
 
@@ -31,7 +37,9 @@ Requires scikit-learn (the optional extra ``compare``: ``pip install -e .[compar
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -161,9 +169,8 @@ def resolve_manifold(manifold, n_pixels: int, params=None):
     manifold equal (by ``repr``) to the one a name builds with its defaults."""
     if manifold is None:
         raise ValueError(
-            "GammaEncoder needs the data manifold the samples come from (manifold=<name>, one of "
-            f"{sorted(MANIFOLDS)}): L_delta uses its Riemannian distance and average, which a point cloud "
-            "does not give")
+            f"no manifold given: name the one the samples come from (one of {sorted(MANIFOLDS)}), or learn "
+            "from the samples alone (GammaEncoder(manifold=None, dim=m))")
     if isinstance(manifold, str):
         return manifold, make_manifold(check_choice(manifold, "manifold", MANIFOLDS), n_pixels, **(params or {}))
     if params:
@@ -180,21 +187,30 @@ def resolve_manifold(manifold, n_pixels: int, params=None):
 class GammaEncoder(TransformerMixin, BaseEstimator):
     """An encoder trained by ``L_delta`` with the scikit-learn estimator interface.
 
-    See the module docstring: ``fit`` trains on pairs drawn from ``manifold``,
-    not on the values of ``X``.
+    See the module docstring: with ``manifold``, ``fit`` trains on pairs drawn
+    from it, not on the values of ``X``; without it, on ``X`` alone.
 
     Parameters
     ----------
-    manifold : str or Manifold
+    manifold : str or Manifold, optional
         The data manifold: a name in :data:`gammalimit.manifolds.MANIFOLDS`,
         or a manifold equal to the one such a name builds with its default
-        parameters. Required.
+        parameters. ``None`` (default): learn from ``X`` alone (needs ``dim``).
+    dim : int, optional
+        Without ``manifold``: the intrinsic dimension ``m`` of the samples.
+    cloud_params : dict, optional
+        Without ``manifold``: :class:`gammalimit.PointCloud` options
+        (``midpoint``, ``degree``, ``distance``, ``band``, ...).
+    pool_pairs : int, optional
+        Without ``manifold``: pairs of the pool computed once from ``X``
+        (default: :class:`~gammalimit.train.TrainConfig`'s).
     latent_dim : int, default 2
         ``l >= m``.
     delta : float, optional
         Pair scale, ``0 < delta <`` the manifold's injectivity radius
         (default: :func:`gammalimit.manifolds.default_delta`, which follows
-        the manifold's size).
+        the manifold's size; without ``manifold``,
+        :meth:`gammalimit.PointCloud.default_delta`).
     lam : float, default 0.01
         Bending weight, ``>= 0`` (units of length^2).
     penalty : str, default "squared"
@@ -208,10 +224,12 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
     lr : float, optional
         AdamW's peak learning rate (default: :class:`~gammalimit.train.TrainConfig`'s).
     warmup : int, default 50
-    strategy : str, default "shell"
-        One of :data:`gammalimit.sampling.STRATEGIES`.
-    n_pixels : int, default 32
-        Grid size of the image manifolds.
+    strategy : str, optional
+        One of :data:`gammalimit.sampling.STRATEGIES` (default ``"shell"``;
+        ``"ball"`` without ``manifold``).
+    n_pixels : int, optional
+        Grid size of the image manifolds (default 32); without ``manifold``,
+        read from ``X`` (rows of ``H^2`` values) for the ``conv`` encoder.
     manifold_params : dict, optional
         Parameters of the named manifold (:func:`gammalimit.manifolds.manifold_parameters`).
     random_state : int, RandomState instance or None
@@ -225,7 +243,9 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
     encoder_ : torch.nn.Module
         The trained encoder, as a float64 copy.
     config_ : gammalimit.train.TrainConfig
-    manifold_ : Manifold
+        Without ``manifold``, its ``data`` names the temporary file ``fit``
+        wrote ``X`` to for the trainer (removed when ``fit`` returns).
+    manifold_ : Manifold or PointCloud
     n_features_in_ : int
     loss_curve_ : list of float
         Float32 training loss at every step.
@@ -234,8 +254,9 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, manifold=None, latent_dim=2, delta=None, lam=0.01, penalty="squared", steps=1000,
-                 batch_size=64, encoder="mlp", hidden=(128, 128), lr=None, warmup=50, strategy="shell", n_pixels=32,
-                 manifold_params=None, random_state=None, progress=False):
+                 batch_size=64, encoder="mlp", hidden=(128, 128), lr=None, warmup=50, strategy=None, n_pixels=None,
+                 manifold_params=None, dim=None, cloud_params=None, pool_pairs=None, random_state=None,
+                 progress=False):
         self.manifold = manifold
         self.latent_dim = latent_dim
         self.delta = delta
@@ -250,27 +271,31 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
         self.strategy = strategy
         self.n_pixels = n_pixels
         self.manifold_params = manifold_params
+        self.dim = dim
+        self.cloud_params = cloud_params
+        self.pool_pairs = pool_pairs
         self.random_state = random_state
         self.progress = progress
 
-    def _config(self, name: str, seed: int) -> TrainConfig:
+    def _config(self, seed: int, **geometry) -> TrainConfig:
+        """The trainer's config: ``geometry`` names the manifold or the data, the rest is this estimator's."""
         extra = {} if self.lr is None else {"lr": self.lr}
         try:
-            return TrainConfig(manifold=name, manifold_params=self.manifold_params or {}, latent_dim=self.latent_dim,
-                               delta=self.delta, lam=self.lam, penalty=self.penalty, steps=self.steps,
-                               batch_size=self.batch_size, encoder=self.encoder, hidden=self.hidden,
-                               warmup=self.warmup, strategy=self.strategy, seed=seed, n_pixels=self.n_pixels,
-                               limit="none", **extra)
+            return TrainConfig(**geometry, latent_dim=self.latent_dim, delta=self.delta, lam=self.lam,
+                               penalty=self.penalty, steps=self.steps, batch_size=self.batch_size,
+                               encoder=self.encoder, hidden=self.hidden, warmup=self.warmup, strategy=self.strategy,
+                               seed=seed, limit="none", **extra)
         except (ValueError, TypeError) as err:
             raise type(err)(f"GammaEncoder: {err}") from None
 
     def fit(self, X, y=None):
-        """Train the encoder on pairs from ``manifold`` (``X`` is checked, not trained on).
+        """Train the encoder: on pairs from ``manifold`` (``X`` is checked, not trained on), or
+        without ``manifold`` on ``X`` alone.
 
         Parameters
         ----------
         X : array, shape=[n_samples, ambient_dim]
-            Samples of the manifold; every row must lie on it.
+            Samples of the manifold; with ``manifold``, every row must lie on it.
         y : ignored
 
         Returns
@@ -278,19 +303,12 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
         self
         """
         t0 = time.perf_counter()
-        name, manifold = resolve_manifold(self.manifold, check_count(self.n_pixels, "n_pixels", 8),
-                                          self.manifold_params)
         X = check_array(X, dtype=np.float64)
-        if X.shape[1] != manifold.ambient_dim:
-            raise ValueError(f"X has {X.shape[1]} features, but {manifold!r} lives in R^{manifold.ambient_dim}")
-        off = ~manifold.contains(torch.from_numpy(X), atol=1e-6)
-        if off.any():
-            i = int(off.nonzero()[0])
-            raise ValueError(f"{int(off.sum())} of {X.shape[0]} rows of X do not lie on {manifold!r} (first: row "
-                             f"{i}); GammaEncoder trains on pairs from that manifold, so X must be its samples")
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
-        config = self._config(name, seed)
-        result = train(config, progress=bool(self.progress), evaluate_final=False)
+        if self.manifold is None:
+            result, config, manifold = self._fit_samples(X, seed)
+        else:
+            result, config, manifold = self._fit_manifold(X, seed)
         self.encoder_ = float64_copy(result.model)
         self.config_ = config
         self.manifold_ = manifold
@@ -298,6 +316,39 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
         self.loss_curve_ = [row["loss"] for row in result.history]
         self.fit_seconds_ = time.perf_counter() - t0
         return self
+
+    def _fit_manifold(self, X, seed):
+        n_pixels = 32 if self.n_pixels is None else self.n_pixels
+        name, manifold = resolve_manifold(self.manifold, check_count(n_pixels, "n_pixels", 8), self.manifold_params)
+        for param in ("dim", "cloud_params", "pool_pairs"):
+            if getattr(self, param) is not None:
+                raise ValueError(f"GammaEncoder: {param} applies to learning from X alone (manifold=None); "
+                                 f"{manifold!r} knows its geometry")
+        if X.shape[1] != manifold.ambient_dim:
+            raise ValueError(f"X has {X.shape[1]} features, but {manifold!r} lives in R^{manifold.ambient_dim}")
+        off = ~manifold.contains(torch.from_numpy(X), atol=1e-6)
+        if off.any():
+            i = int(off.nonzero()[0])
+            raise ValueError(f"{int(off.sum())} of {X.shape[0]} rows of X do not lie on {manifold!r} (first: row "
+                             f"{i}); GammaEncoder trains on pairs from that manifold, so X must be its samples")
+        config = self._config(seed, manifold=name, manifold_params=self.manifold_params or {}, n_pixels=n_pixels)
+        return train(config, progress=bool(self.progress), evaluate_final=False), config, manifold
+
+    def _fit_samples(self, X, seed):
+        if self.dim is None:
+            raise ValueError("GammaEncoder without a manifold learns from X alone and needs dim, the intrinsic "
+                             "dimension m of the samples (or name the manifold they lie on: manifold=...)")
+        if self.manifold_params:
+            raise ValueError("GammaEncoder: manifold_params needs a manifold named by manifold=...")
+        extra = {} if self.pool_pairs is None else {"pool_pairs": self.pool_pairs}
+        # the trainer reads samples from a file (the config records it); the cloud is built once
+        with tempfile.TemporaryDirectory(prefix="gammaencoder-") as folder:
+            path = Path(folder) / "X.npy"
+            np.save(path, X)
+            config = self._config(seed, data=str(path), dim=self.dim, cloud=self.cloud_params or {},
+                                  n_pixels=self.n_pixels, **extra)
+            cloud = config.make_manifold()
+            return train(config, progress=bool(self.progress), evaluate_final=False), config, cloud
 
     def transform(self, X):
         """Codes of ``X``.

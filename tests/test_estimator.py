@@ -10,7 +10,7 @@ import torch
 from sklearn.base import clone  # the `compare` extra, installed by `make test`
 from sklearn.exceptions import NotFittedError
 
-from gammalimit import Sphere, sample_pairs
+from gammalimit import PointCloud, Sphere, sample_pairs
 from gammalimit.manifolds import default_delta
 from gammalimit.estimator import GammaEncoder, local_isometry_error, overlap_fraction, procrustes_error
 
@@ -76,7 +76,8 @@ def test_default_delta_follows_the_manifold_and_penalty_is_passed_on(X):
 
 
 @pytest.mark.parametrize("change, match", [
-    (dict(manifold=None), "needs the data manifold"),
+    (dict(manifold=None), "learns from X alone and needs dim"),
+    (dict(dim=2), "dim applies to learning from X alone"),
     (dict(manifold="klein-bottle"), "manifold must be one of"),
     (dict(manifold_params={"radius": 2.0, "height": 1.0}), "does not take \\['height'\\]"),
     (dict(penalty="cubic"), "penalty must be one of"),
@@ -151,3 +152,43 @@ def test_overlap_fraction_sees_folds_that_local_measures_miss():
     folded = overlap_fraction(a.abs(), b.abs(), d, delta)
     assert 0.01 < folded < 0.2
     assert math.isnan(overlap_fraction(a[:1], a[:1], torch.zeros(1, dtype=torch.float64), delta))
+
+
+# --------------------------------------------------------------------------
+# learning from X alone (no manifold)
+
+CLOUD = dict(dim=2, latent_dim=3, lam=0.01, steps=4, batch_size=16, hidden=(8,), warmup=1, pool_pairs=128)
+
+
+@pytest.fixture(scope="module")
+def X_cloud():
+    return Sphere(1.0).sample(800, generator=torch.Generator().manual_seed(1)).numpy()
+
+
+def test_fit_without_a_manifold_learns_from_X_alone(X_cloud):
+    est = GammaEncoder(**CLOUD, cloud_params={"degree": 2}, random_state=0)
+    Z = est.fit(X_cloud).transform(X_cloud)
+    assert Z.shape == (800, 3) and np.isfinite(Z).all() and len(est.loss_curve_) == 4
+    assert isinstance(est.manifold_, PointCloud) and est.manifold_.degree == 2
+    assert torch.equal(est.manifold_.points, torch.from_numpy(X_cloud))
+    c = est.config_
+    assert c.manifold is None and c.dim == 2 and c.strategy == "ball" and c.pool_pairs == 128
+    assert c.delta == est.manifold_.default_delta()
+    # the data decide: other samples, another encoder; the same samples and seed, the same one
+    assert np.array_equal(GammaEncoder(**CLOUD, cloud_params={"degree": 2}, random_state=0).fit_transform(X_cloud), Z)
+    other = GammaEncoder(**CLOUD, cloud_params={"degree": 2}, random_state=0).fit(X_cloud[::-1].copy())
+    assert not np.array_equal(other.transform(X_cloud), Z)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(dim=None), "needs dim"),
+    (dict(dim=3), "dim must be below the ambient dimension"),
+    (dict(manifold_params={"radius": 2.0}), "manifold_params needs a manifold"),
+    (dict(cloud_params={"midpoint": "mean"}), "midpoint must be one of"),
+    (dict(strategy="shell", delta=1e-4), "no neighbour"),
+])
+def test_bad_parameters_without_a_manifold(X_cloud, change, match):
+    with pytest.raises(ValueError, match=match):
+        GammaEncoder(**{**CLOUD, **change}).fit(X_cloud)
+    with pytest.raises(ValueError, match="NaN"):
+        GammaEncoder(**CLOUD).fit(np.where(np.arange(800)[:, None] == 3, np.nan, X_cloud))
