@@ -406,6 +406,10 @@ def test_a_run_on_samples_resumes_bit_for_bit_and_records_the_pool(sphere_file, 
     assert ev["L_delta"]["strategy"] == "ball" and not ev["L_delta"]["antithetic"] and ev["L_delta"]["n"] == 128
     assert ev["L_delta_reference"]["manifold"] == "Sphere(radius=1.0)" and ev["L_delta_reference"]["antithetic"]
     assert ev["L_delta"]["total"] == full.evaluation["L_delta"]["total"]
+    # resuming a finished run trains nothing: no pool is computed, its record is the checkpoint's
+    trainer = Trainer(config, out=tmp_path / "full", progress=False)
+    again = trainer.run(resume=True, evaluate_final=False)
+    assert trainer._pool_pairs is None and again.pool == full.pool
 
 
 def test_the_batches_come_from_the_pool(sphere_file):

@@ -46,8 +46,9 @@ METRIC_FIELDS = metric_fields()
 
 
 def save_checkpoint(path, config: TrainConfig, *, step: int, model, optimizer, scheduler, monitor: dict,
-                    pairs: int, seconds: float, manifold=None) -> None:
-    """Write the state of a run after ``step`` steps to ``path`` (atomically)."""
+                    pairs: int, seconds: float, manifold=None, pool: dict | None = None) -> None:
+    """Write the state of a run after ``step`` steps to ``path`` (atomically); ``pool`` is the record
+    of a run's pair pool (:attr:`gammalimit.train.TrainResult.pool`)."""
     manifold = manifold if manifold is not None else config.make_manifold()
     cuda = torch.device(config.device).type == "cuda"
     state = {
@@ -63,6 +64,7 @@ def save_checkpoint(path, config: TrainConfig, *, step: int, model, optimizer, s
         "monitor": dict(monitor),
         "pairs": pairs,
         "seconds": seconds,
+        "pool": pool,
     }
     buf = io.BytesIO()
     torch.save(state, buf)

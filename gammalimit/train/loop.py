@@ -105,7 +105,7 @@ class TrainResult:
     pairs_per_second : float
     pool : dict or None
         For a run on samples: the pair pool's ``pairs``, ``seed``, ``seconds``
-        (to compute it in this segment of the run, not counted in ``seconds``)
+        (to compute it, in the last segment of the run that trained; not counted in ``seconds``)
         and, for projected midpoints, ``fit`` (the residuals of the local fits
         of its last block, :attr:`gammalimit.PointCloud.last_fit`).
     """
@@ -156,7 +156,8 @@ class Trainer:
         self.probe_every = check_count(probe_every, "probe_every")
         self.manifold = config.make_manifold()
         self.device = torch.device(config.device)
-        self.pool = None
+        self.pool = None  # the record of the pair pool (result.json)
+        self._pool_pairs = None
 
     def pair_source(self):
         """Where the training pairs come from: the manifold, or for a run on samples the pool of
@@ -165,7 +166,7 @@ class Trainer:
         c = self.config
         if c.data is None:
             return self.manifold
-        if self.pool is None:
+        if self._pool_pairs is None:
             t0 = time.perf_counter()
             pairs = self.manifold.pair_pool(c.delta, c.pool_pairs, strategy=c.strategy, seed=pool_seed(c.seed),
                                             progress=self.progress)
@@ -197,6 +198,7 @@ class Trainer:
         sched.load_state_dict(state["scheduler"])
         files.restore_rng(state)
         monitor.update(state["monitor"])
+        self.pool = state.get("pool")  # recomputed, and its record renewed, if steps remain
         step = state["step"]
         history = files.read_metrics(self.out / files.METRICS, step) if (self.out / files.METRICS).exists() else []
         return step, model, opt, sched, monitor, state["pairs"], state["seconds"], history
@@ -222,7 +224,7 @@ class Trainer:
                                  "that run, or choose another output folder")
             start, pairs_seen, seconds, history, probes = 0, 0, 0.0, [], []
             model, opt, sched, monitor = self._fresh_state()
-        source = self.pair_source()
+        source = self.pair_source() if start < c.steps else None
         log = None
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +270,8 @@ class Trainer:
                     log.flush()
                     files.save_checkpoint(self._checkpoint_path(), c, step=done, model=model, optimizer=opt,
                                           scheduler=sched, monitor=monitor, pairs=pairs_seen,
-                                          seconds=time.perf_counter() - t_start, manifold=self.manifold)
+                                          seconds=time.perf_counter() - t_start, manifold=self.manifold,
+                                          pool=self.pool)
                     if self.callback is not None:
                         files.write_probes(self.out, probes)
                     last_good = done
