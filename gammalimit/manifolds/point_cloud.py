@@ -272,6 +272,9 @@ class PointCloud:
         dist, idx = self._tree.query(q.numpy(), k=k)
         weights = torch.from_numpy(dist <= self.fit_scale * delta)
         weights[:, : self.min_fit_points] = True
+        # neighbours come sorted by distance, so the fitted ones are a prefix: drop the unweighted tail
+        k = int(weights.sum(1).max())
+        idx, weights = idx[:, :k], weights[:, :k]
         projected, residual, n_points = [], [], []
         for rows in self._fit_chunks(len(q), k):
             fit = fit_local(self.points[torch.from_numpy(idx[rows])], weights[rows], self.dim, self.degree)
