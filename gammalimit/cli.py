@@ -306,7 +306,8 @@ def cmd_train(args) -> dict:
            "L": ev["L"]["total"] if "L" in ev else None,
            "float32_relative_error": ev["float32_relative_error"]["total"]}
     if config.data is not None:
-        out.update(pool_pairs=result.pool["pairs"], pool_seconds=result.pool["seconds"], limit=ev["limit"])
+        pool = result.pool or {}
+        out.update(pool_pairs=pool.get("pairs"), pool_seconds=pool.get("seconds"), limit=ev["limit"])
         if "L_delta_reference" in ev:
             out["L_delta_reference"] = ev["L_delta_reference"]["total"]
     return out

@@ -377,6 +377,7 @@ def test_a_run_on_samples_defaults_to_ball_pairs_without_limit_and_records_delta
     cloud = config.make_manifold()
     assert isinstance(cloud, PointCloud) and config.make_manifold() is cloud  # built once
     assert (config.manifold, config.strategy, config.antithetic, config.limit) == (None, "ball", False, "none")
+    assert config.n_pixels is None  # not images
     assert config.delta == cloud.default_delta() >= 0.05 * cloud.extent()
     stored = json.loads(json.dumps(config.to_dict()))
     assert stored["delta"] == config.delta and stored["data"] == str(sphere_file)
@@ -431,6 +432,8 @@ def test_a_run_on_an_image_cloud(tmp_path):
                          encoder="conv", channels=(2,), hidden=(8,), warmup=1, pool_pairs=128, eval_pairs=64,
                          reference="rotating-ellipse", manifold_params={"sigmas": (0.12, 0.07)})
     assert config.n_pixels == 16  # read from the images
+    np.save(tmp_path / "flat.npy", images.reshape(400, 256))
+    assert dataclasses.replace(config, data=str(tmp_path / "flat.npy")).n_pixels == 16
     result = train(config, out=tmp_path / "run", progress=False)
     assert isinstance(result.model, ConvEncoder) and result.pool["pairs"] == 128
     ev = result.evaluation

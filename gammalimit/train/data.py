@@ -60,12 +60,13 @@ def load_samples(path) -> np.ndarray:
 
 
 def image_side(path) -> int | None:
-    """``H`` for square images ``shape=[N, H, H]`` or samples of ``n = H^2`` values, else ``None``."""
+    """``H`` for square images ``shape=[N, H, H]`` or samples of ``n = H^2`` values with ``H >= 8``
+    (as the image manifolds have), else ``None``."""
     shape = _open(path).shape
     if len(shape) == 3:
         return shape[1] if shape[1] == shape[2] else None
     side = math.isqrt(shape[1])
-    return side if side * side == shape[1] else None
+    return side if side * side == shape[1] and side >= 8 else None
 
 
 def load_cloud(path, dim: int, options: dict | None = None) -> PointCloud:
