@@ -170,7 +170,7 @@ def _loss_on_samples(args) -> dict:
     cloud = load_cloud(args.data, args.dim, _cloud_options(args))
     if len(args.scale) != 1:
         raise ValueError(f"phi = scale * id on samples takes one scale, got {list(args.scale)}")
-    delta = cloud.default_delta() if args.delta is None else args.delta
+    delta = default_delta(cloud) if args.delta is None else args.delta
     est = discrete_loss(embeddings.ScaledIdentity(args.scale[0]), cloud, delta=delta, lam=args.lam,
                         n=args.n or SAMPLE_LOSS_PAIRS, penalty=args.penalty, strategy=args.strategy or "ball",
                         antithetic=args.antithetic, qmc=args.qmc, seed=args.seed)

@@ -61,8 +61,13 @@ class LocalFit:
     centre : tensor, shape=[B, n]
     tangent : tensor, shape=[B, n, m]
         Orthonormal tangent basis from local PCA.
+    scale : tensor, shape=[B]
+        The largest tangent coordinate of a fitted sample: the monomials are
+        of ``s = t / scale``, which keeps the normal equations well
+        conditioned however small the neighbourhood (``t^3`` of a
+        neighbourhood of size ``1e-3`` is ``1e-9``).
     coefficients : tensor, shape=[B, M, n]
-        ``C_alpha`` of ``f(t) = centre + sum_alpha C_alpha t^alpha``.
+        ``C_alpha`` of ``f(s) = centre + sum_alpha C_alpha s^alpha``.
     residual : tensor, shape=[B]
         Root mean square distance of the fitted samples from the fit.
     n_points : tensor of int, shape=[B]
@@ -71,18 +76,19 @@ class LocalFit:
 
     centre: torch.Tensor
     tangent: torch.Tensor
+    scale: torch.Tensor
     coefficients: torch.Tensor
     residual: torch.Tensor
     n_points: torch.Tensor
     exponents: torch.Tensor
 
     def surface(self, t: torch.Tensor) -> torch.Tensor:
-        """``f(t)``, ``shape=[B, n]`` for tangent coordinates ``shape=[B, m]``."""
+        """``f(s)``, ``shape=[B, n]`` for scaled tangent coordinates ``s`` ``shape=[B, m]``."""
         return self.centre + torch.einsum("bM,bMn->bn", monomials(t, self.exponents), self.coefficients)
 
     def project(self, q: torch.Tensor) -> torch.Tensor:
         """Closest points of the fitted surfaces to ``q`` ``shape=[B, n]``, ``shape=[B, n]``."""
-        t = torch.einsum("bnm,bn->bm", self.tangent, q - self.centre)
+        t = torch.einsum("bnm,bn->bm", self.tangent, q - self.centre) / self.scale[:, None]
         for _ in range(GAUSS_NEWTON_STEPS):
             J = torch.einsum("bMm,bMn->bnm", monomial_jacobian(t, self.exponents), self.coefficients)
             r = q - self.surface(t)
@@ -138,6 +144,8 @@ def fit_local(neighbours: torch.Tensor, weights: torch.Tensor, dim: int, degree:
     dev = (neighbours - centre[:, None, :]) * w[..., None].sqrt()
     tangent = principal_directions(dev, dim)
     t = torch.einsum("bnm,bkn->bkm", tangent, neighbours - centre[:, None, :])
+    scale = (t.abs() * w[..., None]).amax((1, 2)).clamp_min(torch.finfo(DTYPE).tiny)
+    t = t / scale[:, None, None]
     exponents = monomial_exponents(dim, degree)
     A = monomials(t, exponents) * w[..., None].sqrt()
     target = (neighbours - centre[:, None, :]) * w[..., None].sqrt()
@@ -149,4 +157,4 @@ def fit_local(neighbours: torch.Tensor, weights: torch.Tensor, dim: int, degree:
     inverse = torch.linalg.inv(gram + ridge * torch.eye(A.shape[-1], dtype=DTYPE))
     coefficients = inverse @ (A.transpose(1, 2) @ target)
     misfit = ((A @ coefficients - target) ** 2).sum((1, 2))
-    return LocalFit(centre, tangent, coefficients, torch.sqrt(misfit / count), count.long(), exponents)
+    return LocalFit(centre, tangent, scale, coefficients, torch.sqrt(misfit / count), count.long(), exponents)

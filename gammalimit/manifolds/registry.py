@@ -67,7 +67,11 @@ def make_manifold(name: str, **params):
 
 
 def default_delta(manifold) -> float:
-    """Pair scale that follows the manifold's size: ``DEFAULT_DELTA_FRACTION`` of its injectivity radius."""
+    """Pair scale that follows the manifold's size: ``DEFAULT_DELTA_FRACTION`` of its injectivity radius,
+    or the manifold's own ``default_delta()`` where it has one (a point cloud, whose injectivity
+    radius is unknown)."""
+    if hasattr(manifold, "default_delta"):
+        return float(manifold.default_delta())
     return DEFAULT_DELTA_FRACTION * float(manifold.injectivity_radius)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from ..manifolds import registry
 from ..manifolds.registry import MANIFOLDS, manifold_parameters
-from ..manifolds.registry import default_delta as registry_default_delta
+from ..manifolds.registry import default_delta
 from ..penalties import PENALTIES
 from ..sampling import STRATEGIES
 from ..validation import (check_choice, check_count, check_delta, check_int, check_lam, check_positive, check_real,
@@ -266,7 +266,7 @@ class TrainConfig:
         if self.latent_dim < manifold.dim:
             raise ValueError(f"latent_dim = {self.latent_dim} is below the dimension m = {manifold.dim} of "
                              f"{manifold!r}: an encoder into R^l needs l >= m")
-        set_("delta", check_delta(manifold, manifold_default_delta(manifold) if self.delta is None else self.delta))
+        set_("delta", check_delta(manifold, default_delta(manifold) if self.delta is None else self.delta))
         set_("lam", check_lam(self.lam))
         check_choice(self.penalty, "penalty", PENALTIES)
         for name, minimum in (("steps", 1), ("batch_size", 2), ("checkpoint_every", 1), ("eval_pairs", 2)):
@@ -396,13 +396,6 @@ class TrainConfig:
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
-
-
-def manifold_default_delta(manifold) -> float:
-    """The default pair scale: :func:`gammalimit.manifolds.default_delta`, or a point cloud's own."""
-    if hasattr(manifold, "default_delta"):
-        return manifold.default_delta()
-    return registry_default_delta(manifold)
 
 
 def _check_device(device) -> None:
