@@ -1,6 +1,6 @@
 """gammalimit: the isometry/flatness pair loss ``L_delta`` for encoders, and its Gamma-limit.
 
-See THEORY.md (shared with the project) for every quantity. Public API::
+See docs/theory.md for every quantity. Public API::
 
     from gammalimit import Circle, Sphere, FlatTorus, SwissRoll, ClosedCurve
     from gammalimit import sample_pairs, discrete_loss

@@ -12,7 +12,7 @@ Two autoencoders ``D o phi`` on a data manifold ``M``:
   trained jointly on reconstruction only (:func:`train_plain_autoencoder`).
 
 Reconstruction loss ``E_{x ~ mu} |D(phi(x)) - x|^2`` in the ambient norm. For
-the image manifolds (THEORY.md section 6) an ambient vector is ``h u(p_ij)``,
+the image manifolds (docs/theory.md, section 7) an ambient vector is ``h u(p_ij)``,
 so this is the pixel-weighted ``L^2`` norm ``h^2 sum |u - u'|^2 ~ int |u - u'|^2``.
 Points are drawn afresh from ``mu`` every step (step ``s`` from a seed derived
 from ``(seed, s)``, :func:`gammalimit.train.step_seed`), so a run is a function
@@ -28,7 +28,7 @@ with ``gamma(t) = exp_x(t d v)`` the geodesic (``gamma(1/2) = av(x, y)``). The
 defect is scale free; it vanishes for every pair exactly when ``phi`` maps
 geodesics to straight lines at constant speed (an isometric, extrinsically flat
 ``phi``), and for a smooth ``phi`` it is ``|H(v,v)| d / (8 |Dphi v|) + O(d^2)``
-(THEORY.md section 3). The interpolation error is bounded below by the
+(docs/theory.md, section 3). The interpolation error is bounded below by the
 decoder's own error at ``gamma(t)``, which :func:`interpolation_errors` reports
 beside it, together with the error of plain linear interpolation in the
 ambient space, ``(1-t) x + t y``.

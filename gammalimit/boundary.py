@@ -1,5 +1,5 @@
 """The boundary layer of a flat rectangle: what the rejection sampler does to ``L_delta``
-(docs/theory.md, section 4).
+(docs/theory.md, section 5).
 
 On a manifold with boundary the pair sampler redraws pairs that leave ``M``,
 so the ``x``-marginal of its pairs is not ``mu`` within ``delta`` of the

@@ -225,8 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=None,
                    help="quadrature nodes per chart coordinate (default: doubled until converged)")
     p.set_defaults(func=cmd_limit)
+    from .reproduce import available
+
     p = sub.add_parser("reproduce", help="run the studies and regenerate figures/")
-    p.add_argument("studies", nargs="*", help="study names (default: all)")
+    p.add_argument("studies", nargs="*", help=f"study names (default: all, in this order): {', '.join(available())}")
     p.add_argument("--quick", action="store_true", help="small sizes, as the tests run them")
     p.add_argument("--out", default=None, help="output folder (default: figures/ of the repository)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 if any study check fails")

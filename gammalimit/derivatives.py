@@ -25,7 +25,7 @@ from .penalties import DirectionalJet
 CHUNK = 2048
 
 #: Activations whose first derivative jumps: ``H`` is then a measure, not a
-#: function, and ``L`` is not defined (THEORY.md section 3 needs ``phi`` in H^2).
+#: function, and ``L`` is not defined (docs/theory.md, section 3 needs ``phi`` in H^2).
 NONSMOOTH_MODULES = (
     torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.PReLU, torch.nn.RReLU,
     torch.nn.Hardtanh, torch.nn.Hardswish, torch.nn.Hardsigmoid, torch.nn.Hardshrink,

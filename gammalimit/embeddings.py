@@ -1,4 +1,4 @@
-"""Analytic encoders and their exact losses (THEORY.md section 5).
+"""Analytic encoders and their exact losses (docs/theory.md, section 6).
 
 Each closed form here is a plain formula, checked in the tests against the
 symbolic derivation (:mod:`gammalimit.symbolic`), against the quadrature of
@@ -99,7 +99,7 @@ def _check_closed_form_manifold(manifold):
 
 def _round_shell(a: float, R: float, rho: np.ndarray, delta: float):
     """Per-pair ``(l_D, l_B)`` of ``a * id`` on a round circle/sphere of radius
-    ``R`` for pairs at distance ``rho`` (THEORY.md section 5), normalised by
+    ``R`` for pairs at distance ``rho`` (docs/theory.md, section 6), normalised by
     ``delta^4``."""
     s = rho / R
     chord2 = 4 * a**2 * R**2 * np.sin(s / 2) ** 2
@@ -143,7 +143,7 @@ def exact_discrete_loss(manifold, scale, *, delta: float, lam: float, strategy="
 
 
 def exact_continuum_loss(manifold, scale, *, lam: float, strategy="shell") -> ExactLoss:
-    """Exact Gamma-limit ``L`` of the scaled identity (THEORY.md section 5).
+    """Exact Gamma-limit ``L`` of the scaled identity (docs/theory.md, section 6).
 
     Circle, sphere: ``kappa [(a^2-1)^2 + lam a^2 / (16 R^2)]``; flat torus:
     ``kappa [(3 B1^2 + 3 B2^2 + 2 B1 B2)/8 + (3 lam / 128)(k1 + k2)]``.
@@ -199,7 +199,7 @@ def optimal_round_scale(radius: float, lam: float) -> float:
 def optimal_torus_scales(radii, lam: float) -> tuple[float, float]:
     """Minimiser of ``L`` over ``(a1, a2)`` for ``diag(a1 I2, a2 I2)`` on the flat torus.
 
-    ``L`` is a convex quadratic in ``b_i = a_i^2 >= 0`` (THEORY.md section 5);
+    ``L`` is a convex quadratic in ``b_i = a_i^2 >= 0`` (docs/theory.md, section 6);
     where the stationary point
     ``b1 = 1 + 3 lam / (256 R2^2) - 9 lam / (256 R1^2)`` (and ``1 <-> 2``)
     is feasible it is the minimiser, otherwise the best point of the faces
@@ -281,7 +281,7 @@ def flat_coordinates(manifold, x: torch.Tensor) -> torch.Tensor | None:
 
 
 class EmbeddingFamily(Protocol):
-    """A family of encoders with exact losses (THEORY.md section 5)."""
+    """A family of encoders with exact losses (docs/theory.md, section 6)."""
 
     manifold: object
 
@@ -373,7 +373,7 @@ def flat_chart_metric(manifold) -> torch.Tensor:
 
 
 class LinearChartFamily:
-    """``phi(x) = A u(x) + b`` on a flat chart (THEORY.md section 5).
+    """``phi(x) = A u(x) + b`` on a flat chart (docs/theory.md, section 6).
 
     ``H = 0`` (flat coordinates are geodesic), so
     ``L = kappa (2|B|^2 + (tr B)^2) / (m(m+2))`` with ``B = E^T A^T A E - I``,
@@ -463,7 +463,7 @@ class CircleEmbedding(torch.nn.Module):
 
 
 class CircleEmbeddingFamily:
-    """Round-circle embeddings of a closed curve (THEORY.md section 5): ``params`` is ``a``."""
+    """Round-circle embeddings of a closed curve (docs/theory.md, section 6): ``params`` is ``a``."""
 
     def __init__(self, curve: ClosedCurve):
         if not isinstance(curve, ClosedCurve):

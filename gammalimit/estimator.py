@@ -6,7 +6,7 @@ that compare embeddings on a data manifold (issue 7).
 ``__init__``, validated in ``fit``, ``random_state``, fitted attributes ending
 in ``_``), so that it can stand in a table beside Isomap or LLE.
 
-It works in two modes. ``L_delta`` (THEORY.md section 2) needs the Riemannian
+It works in two modes. ``L_delta`` (docs/theory.md, section 2) needs the Riemannian
 distance ``d(x, y)`` and average ``av(x, y)`` of the data manifold.
 
 - With ``manifold`` named, ``fit(X)`` checks that ``X`` lies on it and then

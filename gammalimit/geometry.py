@@ -21,13 +21,13 @@ from .penalties import get_penalty
 
 
 # --------------------------------------------------------------------------
-# the formulas of THEORY.md section 3, each once
+# the formulas of docs/theory.md, section 3, each once
 
 
 def metric_distortion(jacobian: torch.Tensor, metric: torch.Tensor | None = None) -> torch.Tensor:
     """``B = Dphi^T Dphi - g``: pull-back metric minus the manifold's metric.
 
-    In a ``g``-orthonormal frame (``metric=None``) this is THEORY.md's
+    In a ``g``-orthonormal frame (``metric=None``) this is the theory's
     ``B = Dphi^T Dphi - I``; with chart components it is the tensor
     ``B_ij = <d_i phi, d_j phi> - g_ij``.
 
@@ -49,7 +49,7 @@ def metric_distortion(jacobian: torch.Tensor, metric: torch.Tensor | None = None
 
 
 def covariant_hessian(second: torch.Tensor, first: torch.Tensor, christoffel: torch.Tensor) -> torch.Tensor:
-    """``H_ij = d_i d_j (phi o X) - Gamma^k_ij d_k (phi o X)`` (THEORY.md section 3).
+    """``H_ij = d_i d_j (phi o X) - Gamma^k_ij d_k (phi o X)`` (docs/theory.md, section 3).
 
     Parameters
     ----------
@@ -134,7 +134,7 @@ def split_hessian(H: torch.Tensor, jacobian: torch.Tensor) -> tuple[torch.Tensor
 
 @dataclass
 class EncoderGeometry:
-    """Pointwise geometry of ``phi`` along ``M`` in a ``g``-orthonormal frame (THEORY.md section 3).
+    """Pointwise geometry of ``phi`` along ``M`` in a ``g``-orthonormal frame (docs/theory.md, section 3).
 
     Attributes
     ----------

@@ -28,7 +28,7 @@ ROUNDOFF_WARN = 1e-2
 
 def roundoff_error(dtype: torch.dtype, delta: float) -> float:
     """Expected relative round-off of the bending term, ``eps / delta^2``
-    (THEORY.md section 4)."""
+    (docs/theory.md, section 5)."""
     return torch.finfo(dtype).eps / delta**2
 
 
@@ -310,6 +310,6 @@ def _warn_roundoff(dtype: torch.dtype, delta: float) -> None:
     if err > ROUNDOFF_WARN:
         warnings.warn(
             f"phi returns {dtype} values: at delta={delta:g} the bending term's relative round-off "
-            f"error is about eps/delta^2 = {err:.2g} (THEORY.md section 4); evaluate phi in float64",
+            f"error is about eps/delta^2 = {err:.2g} (docs/theory.md, section 5); evaluate phi in float64",
             stacklevel=3,
         )

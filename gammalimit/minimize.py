@@ -50,7 +50,7 @@ from .validation import check_count, check_delta, check_lam
 
 def quadrature_pairs(manifold, delta: float, *, nodes, n_directions: int = 16, strategy="shell",
                      n_radial: int = 16) -> tuple[PairSample, torch.Tensor]:
-    """A deterministic quadrature of the pair law at scale ``delta`` (THEORY.md section 2).
+    """A deterministic quadrature of the pair law at scale ``delta`` (docs/theory.md, section 2).
 
     ``x`` runs over the chart rule of :func:`gammalimit.functional.chart_quadrature`
     (periodic trapezoid / Gauss-Legendre, weighted by ``sqrt(det g) / volume``),
@@ -202,7 +202,7 @@ class DiscreteObjective(_Weighted):
         self.n_pairs = len(pairs)
         # phi(x) - phi(y) and phi(x) + phi(y) - 2 phi(av) are linear in coef: their basis parts are taken
         # once, so the objective is an exact polynomial in coef and its round-off (eps / delta^2 relative,
-        # THEORY.md section 4) is a fixed perturbation, not noise that would stall the line search
+        # docs/theory.md, section 5) is a fixed perturbation, not noise that would stall the line search
         # the basis through the chart inverse: no derivatives in x are needed here
         with torch.no_grad():
             fx, fy, fm = (family.chart_basis(M.chart.inverse(z)) for z in (pairs.x, pairs.y, pairs.midpoint))
@@ -225,7 +225,7 @@ def coordinate_chart(chart):
 
 
 class ContinuumObjective(_Weighted):
-    """``L[basis @ coef]`` (THEORY.md section 3) by quadrature over the chart.
+    """``L[basis @ coef]`` (docs/theory.md, section 3) by quadrature over the chart.
 
     The jet of the basis (``Dphi`` and the covariant Hessian ``H`` of each
     basis function, in a ``g``-orthonormal frame) is computed once; ``phi``'s

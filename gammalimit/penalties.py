@@ -18,7 +18,7 @@ sections 2, 3 and 4):
   from the pointwise geometry, or ``None``, in which case
   :func:`average_over_directions` integrates ``f`` by a direction rule.
 
-Shipped: ``squared`` (the default: THEORY's ``l_D`` and ``l_B``) and
+Shipped: ``squared`` (the default: ``l_D`` and ``l_B`` of docs/theory.md, section 2) and
 ``ratio`` (``l_D = (|phi(x)-phi(y)|/d - 1)^2``, whose limit does not depend on
 ``r``). :func:`register_penalty` adds one; see the README for the steps.
 """

@@ -1,4 +1,4 @@
-"""Pair sampling strategies at scale ``delta`` (THEORY.md section 2).
+"""Pair sampling strategies at scale ``delta`` (docs/theory.md, section 2).
 
 A strategy draws ``x ~ mu``, a direction ``v`` uniform on the unit sphere of
 ``(T_x M, g)``, a radius factor ``r`` from its radial law, and sets
@@ -403,7 +403,7 @@ def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: 
 
 def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
                  qmc: bool = False, seed: int = 0, qmc_replicates: int = 8, reject: bool = True) -> PairSample:
-    """Draw ``n`` pairs at scale ``delta`` (THEORY.md section 2).
+    """Draw ``n`` pairs at scale ``delta`` (docs/theory.md, section 2).
 
     Parameters
     ----------

@@ -1,5 +1,5 @@
 """The shape of learned codes, measured against the optimal embeddings of
-:mod:`gammalimit.embeddings` (docs/theory.md, sections 5 and 6).
+:mod:`gammalimit.embeddings` (docs/theory.md, sections 6 and 7).
 
 An encoder trained on ``L_delta`` is known only through its codes at sample
 points. These functions read off what the closed forms predict:

@@ -1,6 +1,6 @@
 """L_delta -> L as delta -> 0: the error |L_delta - L| over three decades of
 delta, for smooth encoders on manifolds without boundary (expected order 2)
-and on a manifold with boundary (THEORY.md section 4).
+and on a manifold with boundary (docs/theory.md, section 5).
 
 Estimator: antithetic pairs with common random numbers against the
 per-sample limit integrand (``functional.discrete_minus_limit``), on
@@ -99,7 +99,7 @@ def run_case(label: str, strategy: str, p: Params, penalty: str = "squared") -> 
                      "crn_stderr": gap.stderr, "marginal_part": bias, "marginal_stderr": bias_se,
                      "plain_gap": plain.total - L.total, "plain_stderr": plain.stderr,
                      "plain_unit_variance": plain.unit_variance, "plain_L_delta": plain.total, "n": gap.n,
-                     # below the bending's round-off (docs/theory.md, section 4) no estimator resolves the gap
+                     # below the bending's round-off (docs/theory.md, section 5) no estimator resolves the gap
                      "floor": p.lam * L.bending * roundoff_error(torch.float64, d)})
     # fit where the gap is resolved (> 2 stderr) and above the round-off floor; with
     # common random numbers the noise is shared across delta (it moves the

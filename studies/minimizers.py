@@ -1,7 +1,7 @@
 """Gamma-convergence of minimisers: minimise L_delta and L over finite-dimensional
 encoder families (Fourier curves, Fourier tori, spherical harmonics) by L-BFGS
 from random starts, and compare the minimisers with the closed forms of
-THEORY.md section 5.
+docs/theory.md, section 6.
 
 1. Closed curves (circle, ellipse, trefoil) into R^2: the minimiser of L is
    the round circle of radius a ell/(2 pi), a^2 = 1 - lam (2 pi)^2/(32 ell^2);

@@ -238,7 +238,7 @@ def markdown_table(data: dict) -> str:
         "- *fit*: wall time of `fit` on 2 shared cores; for the L_delta encoder it is training time.",
         "",
         "**Not a like-for-like contest**: the L_delta encoder is trained on pairs drawn afresh from the manifold, "
-        "with its exact geodesic distance and midpoint (THEORY.md section 2); `fit(X)` only checks that `X` lies "
+        "with its exact geodesic distance and midpoint (docs/theory.md, section 2); `fit(X)` only checks that `X` lies "
         "on the manifold. The peers see only the point cloud `X`.",
         "",
     ]

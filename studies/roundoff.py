@@ -1,5 +1,5 @@
 """Round-off floor of the bending term: float32 against float64 as delta
-shrinks, with the predicted relative error eps / delta^2 (THEORY.md section 4).
+shrinks, with the predicted relative error eps / delta^2 (docs/theory.md, section 5).
 
 The per-pair second difference ``phi(x) + phi(y) - 2 phi(av)`` is compared
 with its exact value ``-4 a sin^2(d/4R) av`` (no cancellation) for

@@ -1,6 +1,6 @@
 """Error of the L_delta estimate against the number of pairs N: plain Monte
 Carlo, antithetic pairs and scrambled Sobol QMC, against exact references
-(THEORY.md sections 2 and 5)."""
+(docs/theory.md, sections 2 and 6)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def summary(data: dict) -> list[dict]:
         for name, est in case["estimators"].items():
             order, ci = est["fit"]["order"], est["fit"]["ci"]
             expected = EXPECTED[name]
-            # MC rates are exact; QMC "close to N^-1" (THEORY.md section 4): faster than N^-0.75
+            # MC rates are exact; QMC "close to N^-1" (docs/theory.md, section 5): faster than N^-0.75
             passed = (ci[0] - 0.1 <= expected <= ci[1] + 0.1) if "QMC" not in name else order < -0.75
             rows.append({"quantity": f"{case['label']}: {name} rate", "measured": order,
                          "expected": f"{expected:+.1f}" if "QMC" not in name else "< -0.75 (~ -1)",

@@ -1,6 +1,6 @@
 """Shell against ball sampling: the limit constant kappa = E[r^4] measured as
 the ratio of the two losses at small delta, and the per-pair variance of each
-strategy (THEORY.md sections 2 and 3)."""
+strategy (docs/theory.md, sections 2 and 3)."""
 
 from __future__ import annotations
 

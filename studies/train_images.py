@@ -1,5 +1,5 @@
 """Trained encoders against the analytic optimal embeddings of image manifolds
-(THEORY.md sections 5 and 6).
+(docs/theory.md, sections 6 and 7).
 
 Three encoders are trained on ``L_delta`` alone (:mod:`gammalimit.train`) and
 compared with the minimisers that the closed forms predict:

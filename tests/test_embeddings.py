@@ -1,4 +1,4 @@
-"""Analytic embeddings of THEORY.md section 5: closed forms, checked against
+"""Analytic embeddings of docs/theory.md, section 6: closed forms, checked against
 the symbolic derivations, the quadrature of L, and the per-pair penalties."""
 
 import math

@@ -1,4 +1,4 @@
-"""The discrete loss L_delta against the closed forms of THEORY.md section 5."""
+"""The discrete loss L_delta against the closed forms of docs/theory.md, section 6."""
 
 import math
 import warnings

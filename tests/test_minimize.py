@@ -1,4 +1,4 @@
-"""Encoder families and the minimisers of L_delta and L against the closed forms of THEORY.md section 5."""
+"""Encoder families and the minimisers of L_delta and L against the closed forms of docs/theory.md, section 6."""
 
 import math
 

@@ -91,7 +91,7 @@ def test_boundary_pairs_stay_inside():
     assert p.n_rejected > 0
     assert R.contains(p.y).all()
     assert torch.allclose(R.dist(p.x, p.y), p.dist, atol=1e-12)
-    # rejection thins the x-marginal within delta of the border (THEORY.md section 4)
+    # rejection thins the x-marginal within delta of the border (docs/theory.md, section 5)
     h = R.unrolled(p.x)[:, 1]
     near = ((h < 0.5) | (h > 1.5)).double().mean()
     assert near < 0.5 - 0.05  # uniform would give 0.5

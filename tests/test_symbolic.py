@@ -1,4 +1,4 @@
-"""Symbolic derivations: the constants of THEORY.md, derived, and compared with the numerics."""
+"""Symbolic derivations: the constants of docs/theory.md, derived, and compared with the numerics."""
 
 import math
 
@@ -167,7 +167,7 @@ def test_each_strategy_owns_a_radial_law_that_symbolic_confirms(name):
 
 def test_continuum_density_on_a_curved_nonorthogonal_chart_matches_numeric():
     """A graph surface ``z = f(u)`` (non-diagonal, non-constant metric) and a
-    polynomial encoder: THEORY's chart formulas in sympy against the numeric
+    polynomial encoder: the theory's chart formulas in sympy against the numeric
     frame computation with autodiff Christoffel symbols."""
     u1, u2 = sp.symbols("u1 u2", real=True)
     X = [u1, u2, sp.Rational(3, 10) * u1**2 - sp.Rational(1, 5) * u1 * u2 + sp.sin(u2) / 10]

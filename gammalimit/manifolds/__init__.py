@@ -1,4 +1,4 @@
-"""Data manifolds with exact distance and Riemannian average (THEORY.md section 1)."""
+"""Data manifolds with exact distance and Riemannian average (docs/theory.md, section 1)."""
 
 from .base import Chart, Manifold
 from .circle import Circle

@@ -1,6 +1,6 @@
 """The manifold protocol and the small helpers every family shares.
 
-A data manifold ``M`` (THEORY.md section 1) is an ``m``-dimensional Riemannian
+A data manifold ``M`` (docs/theory.md, section 1) is an ``m``-dimensional Riemannian
 manifold given as a subset of an ambient space ``R^n``. Points and tangent
 vectors are ambient vectors, batched over the first axis, in torch float64.
 
@@ -88,7 +88,7 @@ class Chart:
 
 @runtime_checkable
 class Manifold(Protocol):
-    """What a data manifold provides. See THEORY.md section 1.
+    """What a data manifold provides. See docs/theory.md, section 1.
 
     Attributes
     ----------
@@ -100,7 +100,7 @@ class Manifold(Protocol):
         Pairs at distance below it are joined by a unique minimising geodesic.
     has_boundary : bool
         Whether ``M`` has a boundary; pairs leaving ``M`` are then rejected by
-        the sampler (THEORY.md section 4).
+        the sampler (docs/theory.md, section 5).
     chart : Chart
         A parametrisation for quadrature.
     """

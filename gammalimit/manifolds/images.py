@@ -1,4 +1,4 @@
-"""Image data manifolds with exact geometry (THEORY.md section 6).
+"""Image data manifolds with exact geometry (docs/theory.md, section 7).
 
 Images are functions ``u(p)`` on the unit square ``[0, 1]^2`` (the unit torus
 for :class:`PeriodicBlob`), sampled at the centres of an ``N x N`` pixel grid,
@@ -122,7 +122,7 @@ class TranslatingBlob(ImageManifold):
     """A Gaussian blob ``u_t(p) = exp(-|p - t|^2 / (2 sigma^2))`` whose centre
     ``t`` ranges over a square inside the unit square: flat, ``m = 2``.
 
-    Exact geometry (the blob on ``R^2``, THEORY.md section 6):
+    Exact geometry (the blob on ``R^2``, docs/theory.md, section 7):
     ``g = (pi/2) I`` for every ``sigma``; ``d(x, y) = sqrt(pi/2) |t - t'|``;
     ``av(x, y)`` is the blob at ``(t + t')/2``; geodesics are straight lines
     of centres. Chart: the centre ``t`` in ``[c, 1 - c]^2`` with
@@ -338,7 +338,7 @@ class RotatingEllipse(ImageManifold):
     along ``(cos theta, sin theta)``. ``u_theta`` has period ``pi`` in
     ``theta``.
 
-    Exact geometry (THEORY.md section 6): constant speed,
+    Exact geometry (docs/theory.md, section 7): constant speed,
     ``g = pi (sigma_1^2 - sigma_2^2)^2 / (4 sigma_1 sigma_2)``, so ``M`` is
     intrinsically a circle of length ``l = pi sqrt(g)``;
     ``d(x, y) = sqrt(g) |wrap(theta' - theta)|`` with the angle difference

@@ -27,7 +27,7 @@ class SwissRoll:
     pairs, both ends must stay inside); since the rectangle is convex the
     whole geodesic then stays inside. The ``x``-marginal of accepted pairs is
     therefore ``mu`` conditioned on a valid direction existing, which deviates
-    from ``mu`` in a layer of width ``delta`` (THEORY.md section 4).
+    from ``mu`` in a layer of width ``delta`` (docs/theory.md, section 5).
 
     Parameters
     ----------

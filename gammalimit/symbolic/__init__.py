@@ -1,7 +1,7 @@
-"""Symbolic derivations (sympy) of the constants and closed forms of THEORY.md.
+"""Symbolic derivations (sympy) of the constants and closed forms of docs/theory.md.
 
-Nothing here is typed in from THEORY.md's results: each constant is derived
-from its definition, and the tests compare the derivations with THEORY.md
+Nothing here is typed in from the theory's results: each constant is derived
+from its definition, and the tests compare the derivations with docs/theory.md
 and with the numerics (:mod:`gammalimit.functional`, :mod:`gammalimit.embeddings`).
 
 1. :func:`pair_penalty_series` — Taylor coefficients in ``delta`` of both
@@ -11,7 +11,7 @@ and with the numerics (:mod:`gammalimit.functional`, :mod:`gammalimit.embeddings
    :func:`direction_average_hessian` — ``E_v (v.Av)^2`` and ``E_v |H(v,v)|^2``
    for general ``m``.
 3. :func:`radial_density`, :func:`kappa` — the radial constants of the strategies.
-4. :func:`continuum_density` (THEORY.md's chart formulas), and the closed
+4. :func:`continuum_density` (the chart formulas of docs/theory.md, section 3), and the closed
    forms of section 5: :func:`scaled_identity_limit`,
    :func:`round_shell_discrete`, :func:`round_ball_discrete`,
    :func:`torus_shell_discrete`, :func:`linear_chart_limit`,

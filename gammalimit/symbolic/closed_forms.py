@@ -39,7 +39,7 @@ def christoffel(metric: sp.Matrix, coords: Sequence[sp.Symbol], simplify: bool =
 
 def continuum_density(composite: Sequence[sp.Expr], coords: Sequence[sp.Symbol], metric: sp.Matrix,
                       simplify: bool = True):
-    """Integrands of ``L`` (without ``kappa``) by THEORY.md section 3's chart formulas.
+    """Integrands of ``L`` (without ``kappa``) by docs/theory.md, section 3's chart formulas.
 
     ``|B|^2 = tr((g^-1 G - I)^2)``, ``tr B = tr(g^-1 G) - m`` with
     ``G = J^T J``, ``J = d(phi o X)``; ``H_ij = d_i d_j (phi o X) - Gamma^k_ij d_k (phi o X)``,

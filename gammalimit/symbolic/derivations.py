@@ -53,7 +53,7 @@ class PenaltySeries:
 
 @lru_cache(maxsize=None)
 def pair_penalty_series(order: int = 2) -> PenaltySeries:
-    """Expand ``l_D`` and ``l_B`` (THEORY.md section 2) in ``delta``.
+    """Expand ``l_D`` and ``l_B`` (docs/theory.md, section 2) in ``delta``.
 
     Along the geodesic, ``phi(exp_x(t v)) = phi(x) + sum_k a_k t^k / k!``;
     the pair has ``d(x, y) = t = delta r`` and ``av(x, y) = exp_x(t v / 2)``.
@@ -201,7 +201,7 @@ def direction_average_explicit(A: sp.Matrix) -> sp.Expr:
 
 
 def radial_density(strategy: str, m=None):
-    """Law of the radius factor ``r`` of a strategy (THEORY.md section 2).
+    """Law of the radius factor ``r`` of a strategy (docs/theory.md, section 2).
 
     ``shell``: ``r = 1`` (returns ``None``, a point mass). ``ball``: ``y``
     uniform in the normal-coordinate ball, so ``P(r <= s)`` is the volume

@@ -1,4 +1,4 @@
-"""Image manifolds with exact geometry (THEORY.md section 6): the protocol
+"""Image manifolds with exact geometry (docs/theory.md, section 7): the protocol
 properties, the inverse chart, and the metric's discretisation error."""
 
 import math
