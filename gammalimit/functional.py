@@ -33,41 +33,6 @@ from .validation import check_lam
 # the per-pair limit
 
 
-ROUTES = ("chart", "geodesic")
-
-
-def directional_derivatives(phi, manifold, x, v, *, route: str = "chart", check: bool = True):
-    """``v.Bv`` and ``H(v, v)`` for unit tangent vectors ``v`` at ``x``.
-
-    Parameters
-    ----------
-    phi : callable or torch.nn.Module
-    manifold : Manifold
-    x, v : tensor, each shape=[k, ambient_dim]
-        Points on ``M`` and ``g``-unit tangent vectors at them.
-    route : {"chart", "geodesic"}
-        Chart derivatives with Christoffel symbols (:func:`encoder_jet`), or
-        derivatives along the geodesic (:func:`geodesic_jet`; there
-        ``|v|_g = 1`` is taken as given and ``v.Bv = |Dphi v|^2 - 1``).
-    check : bool
-        See :func:`encoder_jet`.
-
-    Returns
-    -------
-    vBv : tensor, shape=[k]
-    Hvv : tensor, shape=[k, l]
-    """
-    if route == "chart":
-        jet = encoder_jet(phi, manifold.chart, _chart_points_of(manifold, x), check=check)
-        c = jet.tangent_components(torch.as_tensor(v, dtype=DTYPE))
-        vBv = torch.einsum("ki,kij,kj->k", c, metric_distortion(jet.jacobian, jet.metric), c)
-        return vBv, torch.einsum("ki,kaij,kj->ka", c, jet.hessian, c)
-    if route == "geodesic":
-        velocity, acceleration = geodesic_jet(phi, manifold, x, v)
-        return (velocity**2).sum(-1) - 1.0, acceleration
-    raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
-
-
 def limit_terms(phi, manifold, pairs: PairSample, *, penalty="squared", route: str = "chart",
                 check: bool = True) -> Terms:
     """Each penalty term's per-pair limit ``r^p f(v)`` at the pairs' own ``(x, v, r)``.

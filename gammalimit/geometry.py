@@ -14,10 +14,14 @@ The derivatives themselves come from :mod:`gammalimit.derivatives`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from .penalties import get_penalty
+
+if TYPE_CHECKING:  # the jets come from gammalimit.derivatives, which imports this module
+    from .derivatives import EncoderJet
 
 
 # --------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -315,6 +314,12 @@ class MinimizeResult:
         out["params"] = self.params.tolist()
         return out
 
+    def record(self) -> dict:
+        """The run's outcome without its parameters (for study records)."""
+        return {"value": self.value, "iterations": self.iterations, "evaluations": self.evaluations,
+                "grad_norm": self.grad_norm, "converged": self.converged, "message": self.message,
+                "start": self.start}
+
 
 @contextlib.contextmanager
 def _single_threaded_blas():
@@ -460,6 +465,12 @@ class MultiStartResult:
         """How many runs end within ``rtol`` (relative) of the best value."""
         b = self.best.value
         return sum(abs(r.value - b) <= rtol * max(abs(b), 1e-300) for r in self.runs)
+
+    def record(self, rtol: float = 1e-9) -> dict:
+        """The runs' outcomes (the best one's in full) and how many reached the best (for study records)."""
+        return {"best": self.best.record(), "values": self.values, "iterations": [r.iterations for r in self.runs],
+                "grad_norms": [r.grad_norm for r in self.runs], "converged": [r.converged for r in self.runs],
+                "n_at_best": self.n_at_best(rtol)}
 
     def to_dict(self) -> dict:
         return {"best": self.best.to_dict(), "values": self.values,

@@ -79,6 +79,11 @@ def discover(study_dir=None) -> list[str]:
     return [name for *_, name in sorted(found)]
 
 
+def check(quantity: str, measured, expected: str, passed) -> dict:
+    """One row of a study's ``summary``: what was measured against what is expected."""
+    return {"quantity": quantity, "measured": measured, "expected": expected, "passed": bool(passed)}
+
+
 def available() -> list[str]:
     """Names of the studies in ``studies/``, in the order ``gammalimit reproduce`` runs them."""
     return discover()

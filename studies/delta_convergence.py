@@ -29,6 +29,7 @@ import torch
 
 from gammalimit import FlatTorus, Sphere, SwissRoll, continuum_loss, discrete_loss
 from gammalimit.analysis import fit_order
+from gammalimit.reproduce import check
 from gammalimit.boundary import boundary_bias
 from gammalimit.embeddings import exact_ratio_loss
 from gammalimit.functional import discrete_minus_limit
@@ -131,34 +132,31 @@ def run(p: Params) -> dict:
     return {"lam": p.lam, "cases": cases}
 
 
-def _row(quantity, measured, expected, passed) -> dict:
-    return {"quantity": quantity, "measured": measured, "expected": expected, "passed": bool(passed)}
-
 
 def summary(data: dict) -> list[dict]:
     rows = []
     for c in data["cases"]:
         name = f"{c['label']} [{c['strategy']}{', ratio' if c['penalty'] == 'ratio' else ''}]"
         fit, order = c["fit"], 1.0 if c["boundary"] else 2.0
-        rows.append(_row(f"{name} order", fit["order"] if fit else "unresolved",
+        rows.append(check(f"{name} order", fit["order"] if fit else "unresolved",
                          "1 (boundary layer)" if c["boundary"] else "2",
                          fit and fit["ci"][0] - 0.25 <= order <= fit["ci"][1] + 0.25))
     # the estimator's cost, over the squared-penalty cases without boundary
     smooth = [c for c in data["cases"] if not c["boundary"] and c["penalty"] == "squared"]
     eff = max(smooth, key=lambda c: c["efficiency"]["pairs_for_5pct"])["efficiency"]
-    rows.append(_row(f"pairs for 5% of L_delta-L at delta={eff['delta']:g}, worst case",
+    rows.append(check(f"pairs for 5% of L_delta-L at delta={eff['delta']:g}, worst case",
                      f"{eff['pairs_for_5pct']:.3g}", "<= 1e6", eff["pairs_for_5pct"] <= 1e6))
     plain = eff["plain_mc_pairs_for_5pct"]
-    rows.append(_row("plain MC pairs for the same 5%, same case", f"{plain:.3g}", "(for comparison)", True))
+    rows.append(check("plain MC pairs for the same 5%, same case", f"{plain:.3g}", "(for comparison)", True))
     for c in (c for c in data["cases"] if "exact" in c):
         name = f"{c['label']} [{c['strategy']}, ratio]"
         err = abs(c["L"]["total"] - c["exact"]["L"]) / c["exact"]["L"]
-        rows.append(_row(f"{name}: L - closed form (rel.)", err, "< 1e-12", err < 1e-12))
+        rows.append(check(f"{name}: L - closed form (rel.)", err, "< 1e-12", err < 1e-12))
         if c["strategy"] == "shell":  # every shell pair has the same penalty: no sampling noise
             err = [abs(r["plain_L_delta"] - e) / e for r, e in zip(c["rows"], c["exact"]["L_delta"])]
             ok = all(abs(r["plain_L_delta"] - e) <= 1e-12 * e + 10 * r["floor"]
                      for r, e in zip(c["rows"], c["exact"]["L_delta"]))
-            rows.append(_row(f"{name}: L_delta - closed form (rel., max)", max(err), "< 1e-12 + round-off", ok))
+            rows.append(check(f"{name}: L_delta - closed form (rel., max)", max(err), "< 1e-12 + round-off", ok))
     return rows
 
 

@@ -29,24 +29,19 @@ import numpy as np
 import scipy.optimize
 import torch
 
-from gammalimit import Circle, ClosedCurve, FlatTorus, Sphere, continuum_loss, encoder_geometry
+from gammalimit import Circle, FlatTorus, Sphere, continuum_loss, encoder_geometry
 from gammalimit import sample_pairs
 from gammalimit.analysis import fit_order
+from gammalimit.reproduce import check
 from gammalimit.embeddings import (clifford_scales_at_delta, exact_continuum_loss, optimal_round_scale,
                                    optimal_torus_scales, round_scale_at_delta)
+from gammalimit.manifolds import make_manifold
 from gammalimit.families import FourierCurveMap, FourierTorusMap, SphericalHarmonicMap
 from gammalimit.minimize import (ContinuumObjective, DiscreteObjective, hessian_spectrum,
                                  minimize_multistart)
 
 #: place in `gammalimit reproduce`
 ORDER = 50
-
-CURVES = {
-    "circle": lambda: Circle(1.0),
-    "ellipse": lambda: ClosedCurve.ellipse(2.0, 1.0),
-    "trefoil": lambda: ClosedCurve.trefoil(),
-}
-
 
 @dataclass
 class Params:
@@ -87,23 +82,12 @@ class Params:
                    sphere_degree=2, sphere_lams=(1.0, 16.0), sphere_starts=3)
 
 
-def _run_record(r) -> dict:
-    return {"value": r.value, "iterations": r.iterations, "evaluations": r.evaluations, "grad_norm": r.grad_norm,
-            "converged": r.converged, "message": r.message, "start": r.start}
-
-
-def _multistart_record(ms) -> dict:
-    return {"best": _run_record(ms.best), "values": ms.values, "iterations": [r.iterations for r in ms.runs],
-            "grad_norms": [r.grad_norm for r in ms.runs], "converged": [r.converged for r in ms.runs],
-            "n_at_best": ms.n_at_best(1e-9)}
-
-
 # --------------------------------------------------------------------------
 # 1. closed curves
 
 
 def run_curve(name: str, p: Params) -> dict:
-    M = CURVES[name]()
+    M = make_manifold(name)  # circle of radius 1, ellipse with axes 2 and 1, trefoil
     fam = FourierCurveMap(M, p.curve_degree, 2)
     rho = fam.intrinsic_radius
     a_limit = optimal_round_scale(rho, p.curve_lam)
@@ -112,7 +96,7 @@ def run_curve(name: str, p: Params) -> dict:
     fit = fam.circle_fit(ms.best.params)
     out = {"name": name, "repr": repr(M), "length": M.chart.volume, "rho": rho, "lam": p.curve_lam,
            "a_limit": a_limit, "L_exact": exact_continuum_loss(Circle(rho), a_limit, lam=p.curve_lam).total,
-           "limit": {"scale": fit["scale"], "roundness": fit["roundness"], **_multistart_record(ms)},
+           "limit": {"scale": fit["scale"], "roundness": fit["roundness"], **ms.record()},
            "deltas": [], "mc": []}
     L_min = ms.best.value
     for rel in p.rel_deltas:
@@ -126,7 +110,7 @@ def run_curve(name: str, p: Params) -> dict:
             "radius_error": abs(fd["scale"] / a_limit - 1),
             "vs_exact_round": abs(fd["scale"] / a_delta - 1),
             "roundness": fd["roundness"], "gap": ms_d.best.value - L_min, "method": obj.method,
-            **_multistart_record(ms_d)})
+            **ms_d.record()})
         if name == "circle" and p.mc_pairs:
             pairs = sample_pairs(M, p.mc_pairs, delta, antithetic=True, seed=p.seed)
             mc = DiscreteObjective(fam, delta=delta, lam=p.curve_lam, pairs=pairs)
@@ -134,7 +118,7 @@ def run_curve(name: str, p: Params) -> dict:
             fm = fam.circle_fit(ms_mc.best.params)
             out["mc"].append({"delta": delta, "rel_delta": rel, "radius_error": abs(fm["scale"] / a_limit - 1),
                               "roundness": fm["roundness"], "gap": ms_mc.best.value - L_min,
-                              "method": mc.method, **_multistart_record(ms_mc)})
+                              "method": mc.method, **ms_mc.record()})
     rows = [r for r in out["deltas"] if r["rel_delta"] <= p.fit_max_rel_delta]
     h = [r["rel_delta"] for r in rows]
     out["fit_radius"] = fit_order(h, [r["radius_error"] for r in rows]).to_dict()
@@ -160,7 +144,7 @@ def run_phase(p: Params) -> dict:
                      "roundness": fam.circle_fit(ms.best.params)["roundness"],
                      "a_delta": fam.circle_fit(ms_d.best.params)["scale"],
                      "a_delta_exact": round_scale_at_delta(1.0, p.phase_delta, lam),
-                     "limit": _multistart_record(ms), "discrete": _multistart_record(ms_d)})
+                     "limit": ms.record(), "discrete": ms_d.record()})
     return {"radius": 1.0, "delta": p.phase_delta, "degree": p.phase_degree, "rows": rows}
 
 
@@ -202,7 +186,7 @@ def run_torus(p: Params) -> dict:
     expected = optimal_torus_scales(T.radii, lam)
     r4 = {"degree": p.torus4_degree, "expected_scales": list(expected),
           "L_exact": exact_continuum_loss(T, expected, lam=lam).total,
-          "limit": {**fam.clifford_fit(ms.best.params), **_multistart_record(ms)}, "deltas": []}
+          "limit": {**fam.clifford_fit(ms.best.params), **ms.record()}, "deltas": []}
     for rel in p.torus_rel_deltas:
         delta = rel * min(T.radii)
         obj = DiscreteObjective(fam, delta=delta, lam=lam, n_directions=24)
@@ -213,7 +197,7 @@ def run_torus(p: Params) -> dict:
             "delta": delta, "rel_delta": rel, **f, "expected_scales_delta": list(exact_d),
             "scale_error": max(abs(f["scales"][i] / expected[i] - 1) for i in range(2)),
             "vs_exact_clifford": max(abs(f["scales"][i] / exact_d[i] - 1) for i in range(2)),
-            "gap": ms_d.best.value - ms.best.value, "method": obj.method, **_multistart_record(ms_d)})
+            "gap": ms_d.best.value - ms.best.value, "method": obj.method, **ms_d.record()})
     r4["fit_scale"] = fit_order([r["rel_delta"] for r in r4["deltas"]],
                                 [r["scale_error"] for r in r4["deltas"]]).to_dict()
     # into R^3
@@ -225,7 +209,7 @@ def run_torus(p: Params) -> dict:
                                   gtol=p.gtol)
         phi = FourierTorusMap(T, K, 3, coef=ms3.best.params)
         cl = continuum_loss(phi, T, lam=lam)
-        r3["degrees"].append({"degree": K, "n_params": phi.coef.numel(), **_multistart_record(ms3),
+        r3["degrees"].append({"degree": K, "n_params": phi.coef.numel(), **ms3.record(),
                               "L": cl.total, "distortion": cl.distortion, "bending": cl.bending,
                               "bending_normal": cl.bending_normal, "bending_tangential": cl.bending_tangential,
                               "quadrature_error": cl.error, "min_singular_value": _immersion_margin(phi, T),
@@ -273,7 +257,7 @@ def run_sphere(p: Params) -> dict:
                      "n_below_round": int((values < L_round - tol).sum()),
                      "best_fit": fam.linear_fit(ms.best.params),
                      "hessian_zero_modes": int(zero.sum()), "hessian_min_nonzero": float(ev[~zero].min()),
-                     "hessian_negative": int((ev[~zero] < 0).sum()), **_multistart_record(ms)})
+                     "hessian_negative": int((ev[~zero] < 0).sum()), **ms.record()})
     return {"radius": 1.0, "degree": p.sphere_degree, "n_params": fam.coef.numel(), "rows": rows}
 
 
@@ -292,64 +276,61 @@ def run(p: Params) -> dict:
     return out
 
 
-def _row(quantity, measured, expected, passed):
-    return {"quantity": quantity, "measured": measured, "expected": expected, "passed": bool(passed)}
-
 
 def summary(data: dict) -> list[dict]:
     rows = []
     for c in data["curves"]:
         n = c["name"]
         lim = c["limit"]
-        rows.append(_row(f"{n}: scale a of the L minimiser", lim["scale"], f"{c['a_limit']:.10f}",
+        rows.append(check(f"{n}: scale a of the L minimiser", lim["scale"], f"{c['a_limit']:.10f}",
                          abs(lim["scale"] - c["a_limit"]) <= 1e-7 and lim["best"]["converged"]))
-        rows.append(_row(f"{n}: min L - closed form", lim["best"]["value"] - c["L_exact"], "0 (< 1e-12)",
+        rows.append(check(f"{n}: min L - closed form", lim["best"]["value"] - c["L_exact"], "0 (< 1e-12)",
                          abs(lim["best"]["value"] - c["L_exact"]) <= 1e-12))
         worst = max(r["vs_exact_round"] for r in c["deltas"])
-        rows.append(_row(f"{n}: L_delta minimiser vs best round circle", worst, "< 1e-7 (relative radius)",
+        rows.append(check(f"{n}: L_delta minimiser vs best round circle", worst, "< 1e-7 (relative radius)",
                          worst <= 1e-7 and all(r["best"]["converged"] for r in c["deltas"])))
         # leading term of the radius error from the section-5 closed form: (delta/rho)^2 (1/24 - mu/(48(1-mu)))
         const = max(r["radius_error"] / r["rel_delta"] ** 2 for r in c["deltas"])
-        rows.append(_row(f"{n}: max |r_delta/r - 1| / (delta/rho)^2", const, "<= 1/12", const <= 1 / 12))
-        rows.append(_row(f"{n}: max roundness deviation", max(r["roundness"] for r in c["deltas"]), "< 1e-6",
+        rows.append(check(f"{n}: max |r_delta/r - 1| / (delta/rho)^2", const, "<= 1/12", const <= 1 / 12))
+        rows.append(check(f"{n}: max roundness deviation", max(r["roundness"] for r in c["deltas"]), "< 1e-6",
                          max(r["roundness"] for r in c["deltas"]) <= 1e-6))
         for key, label in (("fit_radius", "radius error"), ("fit_gap", "min L_delta - min L")):
             f = c[key]
-            rows.append(_row(f"{n}: order of {label}", f["order"], "2 (+-0.05)", abs(f["order"] - 2) <= 0.05))
+            rows.append(check(f"{n}: order of {label}", f["order"], "2 (+-0.05)", abs(f["order"] - 2) <= 0.05))
     ph = data["phase"]["rows"]
     crit = 32 * data["phase"]["radius"] ** 2
     below = [r for r in ph if 0 < r["lam"] < crit]
     above = [r for r in ph if r["lam"] > crit]
     err = max(abs(r["a"] - r["a_exact"]) for r in below)
-    rows.append(_row("phase: max |a - a_exact|, 0 < lam < 32 R^2", err, "< 1e-6", err <= 1e-6))
+    rows.append(check("phase: max |a - a_exact|, 0 < lam < 32 R^2", err, "< 1e-6", err <= 1e-6))
     for r in (r for r in ph if r["lam"] == 0):
         # without bending the minimum is degenerate: L is quartic along rotations of the tangent
         # (|phi'|^2 - 1 is second order in them), so a is fixed only to about sqrt of the solver accuracy
-        rows.append(_row("phase: |a - 1| at lam = 0 (quartic minimum)", abs(r["a"] - 1), "< 1e-4",
+        rows.append(check("phase: |a - 1| at lam = 0 (quartic minimum)", abs(r["a"] - 1), "< 1e-4",
                          abs(r["a"] - 1) <= 1e-4))
     if above:
-        rows.append(_row("phase: max a, lam > 32 R^2 (collapse)", max(r["a"] for r in above), "0 (< 1e-5)",
+        rows.append(check("phase: max a, lam > 32 R^2 (collapse)", max(r["a"] for r in above), "0 (< 1e-5)",
                          max(r["a"] for r in above) <= 1e-5))
     err_d = max(abs(r["a_delta"] - r["a_delta_exact"]) for r in ph if r["lam"] > 0)
-    rows.append(_row(f"phase at delta={data['phase']['delta']}: max |a - a_delta,exact|, lam > 0", err_d, "< 1e-6",
+    rows.append(check(f"phase at delta={data['phase']['delta']}: max |a - a_delta,exact|, lam > 0", err_d, "< 1e-6",
                      err_d <= 1e-6))
     r4 = data["torus"]["R4"]
     err4 = max(abs(r4["limit"]["scales"][i] - r4["expected_scales"][i]) for i in range(2))
-    rows.append(_row("torus in R^4: |scales - closed form|", err4, "< 1e-7", err4 <= 1e-7))
+    rows.append(check("torus in R^4: |scales - closed form|", err4, "< 1e-7", err4 <= 1e-7))
     dev = max(r4["limit"]["anisotropy"], r4["limit"]["overlap"], r4["limit"]["higher_modes"])
-    rows.append(_row("torus in R^4: distance from Clifford form", dev, "< 1e-6", dev <= 1e-6))
+    rows.append(check("torus in R^4: distance from Clifford form", dev, "< 1e-6", dev <= 1e-6))
     worst4 = max(r["vs_exact_clifford"] for r in r4["deltas"])
-    rows.append(_row("torus in R^4: L_delta minimiser vs best Clifford", worst4, "< 1e-7", worst4 <= 1e-7))
+    rows.append(check("torus in R^4: L_delta minimiser vs best Clifford", worst4, "< 1e-7", worst4 <= 1e-7))
     f4 = r4["fit_scale"]
-    rows.append(_row("torus in R^4: order of scale error", f4["order"], "2 (+-0.1)", abs(f4["order"] - 2) <= 0.1))
+    rows.append(check("torus in R^4: order of scale error", f4["order"], "2 (+-0.1)", abs(f4["order"] - 2) <= 0.1))
     for d in data["torus"]["R3"]["degrees"]:
-        rows.append(_row(f"torus in R^3, K={d['degree']}: min L found", d["L"], "measured (best run converged)",
+        rows.append(check(f"torus in R^3, K={d['degree']}: min L found", d["L"], "measured (best run converged)",
                          d["best"]["converged"]))
     for r in data["sphere"]["rows"]:
-        rows.append(_row(f"sphere lam={r['lam']:g}: round L quadrature - closed form",
+        rows.append(check(f"sphere lam={r['lam']:g}: round L quadrature - closed form",
                          r["L_round"] - r["L_round_exact"], "0 (< 1e-12)",
                          abs(r["L_round"] - r["L_round_exact"]) <= 1e-12))
-        rows.append(_row(f"sphere lam={r['lam']:g}: best found L - round L", r["best_minus_round"],
+        rows.append(check(f"sphere lam={r['lam']:g}: best found L - round L", r["best_minus_round"],
                          "measured (best run converged)", r["best"]["converged"]))
     return rows
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..validation import check_count, check_positive
+from ..validation import check_positive
 from .base import DTYPE, Chart, random_unit_tangent, sample
 
 
