@@ -6,9 +6,8 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
-from gammalimit import PointCloud, Sphere, discrete_loss
+from gammalimit import PointCloud, discrete_loss
 from gammalimit.cli import main
 from gammalimit.manifolds import MANIFOLDS, default_delta, make_manifold, manifold_parameters
 
@@ -99,14 +98,6 @@ def test_limit_with_the_ratio_penalty(capsys):
 
 # --------------------------------------------------------------------------
 # samples alone: --data FILE.npy --dim m
-
-
-@pytest.fixture(scope="module")
-def sphere_npy(tmp_path_factory):
-    X = Sphere(1.0).sample(1500, torch.Generator().manual_seed(0)).numpy()
-    path = tmp_path_factory.mktemp("data") / "sphere.npy"
-    np.save(path, X)
-    return path
 
 
 def test_loss_on_samples_is_the_cloud_loss(sphere_npy, capsys):

@@ -358,35 +358,27 @@ def test_cli_train_with_manifold_parameters_and_penalty(tmp_path, capsys):
 # learning from samples alone (config.data)
 
 
-@pytest.fixture(scope="module")
-def sphere_file(tmp_path_factory):
-    X = Sphere(1.0).sample(1500, torch.Generator().manual_seed(0)).numpy()
-    path = tmp_path_factory.mktemp("data") / "sphere.npy"
-    np.save(path, X)
-    return path
-
-
 def cloud_config(path, **kw):
     base = dict(data=str(path), dim=2, latent_dim=3, steps=12, batch_size=16, hidden=(8,), warmup=2,
                 checkpoint_every=5, pool_pairs=256, eval_pairs=128, seed=1)
     return TrainConfig(**{**base, **kw})
 
 
-def test_a_run_on_samples_defaults_to_ball_pairs_without_limit_and_records_delta(sphere_file):
-    config = cloud_config(sphere_file)
+def test_a_run_on_samples_defaults_to_ball_pairs_without_limit_and_records_delta(sphere_npy):
+    config = cloud_config(sphere_npy)
     cloud = config.make_manifold()
     assert isinstance(cloud, PointCloud) and config.make_manifold() is cloud  # built once
     assert (config.manifold, config.strategy, config.antithetic, config.limit) == (None, "ball", False, "none")
     assert config.n_pixels is None  # not images
     assert config.delta == cloud.default_delta() >= 0.05 * cloud.extent()
     stored = json.loads(json.dumps(config.to_dict()))
-    assert stored["delta"] == config.delta and stored["data"] == str(sphere_file)
+    assert stored["delta"] == config.delta and stored["data"] == str(sphere_npy)
     assert TrainConfig.from_dict(stored) == config
-    assert cloud_config(sphere_file, cloud={"degree": 2}).make_manifold().degree == 2
+    assert cloud_config(sphere_npy, cloud={"degree": 2}).make_manifold().degree == 2
 
 
-def test_a_run_on_samples_resumes_bit_for_bit_and_records_the_pool(sphere_file, tmp_path):
-    config = cloud_config(sphere_file, reference="sphere")
+def test_a_run_on_samples_resumes_bit_for_bit_and_records_the_pool(sphere_npy, tmp_path):
+    config = cloud_config(sphere_npy, reference="sphere")
     full = train(config, out=tmp_path / "full", progress=False)
 
     def stop(step, model):
@@ -413,8 +405,8 @@ def test_a_run_on_samples_resumes_bit_for_bit_and_records_the_pool(sphere_file, 
     assert trainer._pool_pairs is None and again.pool == full.pool
 
 
-def test_the_batches_come_from_the_pool(sphere_file):
-    config = cloud_config(sphere_file, steps=2)
+def test_the_batches_come_from_the_pool(sphere_npy):
+    config = cloud_config(sphere_npy, steps=2)
     trainer = Trainer(config, progress=False)
     pool = trainer.pair_source()
     assert isinstance(pool, PairPool) and len(pool) == 256 and trainer.pair_source() is pool
@@ -441,8 +433,8 @@ def test_a_run_on_an_image_cloud(tmp_path):
     assert ev["L_delta_reference"]["manifold"] == repr(M)
 
 
-def test_resuming_on_changed_samples_is_refused(sphere_file, tmp_path):
-    X = np.load(sphere_file)
+def test_resuming_on_changed_samples_is_refused(sphere_npy, tmp_path):
+    X = np.load(sphere_npy)
     path = tmp_path / "x.npy"
     np.save(path, X)
     config = cloud_config(path, steps=3, checkpoint_every=1)
@@ -468,9 +460,9 @@ def test_resuming_on_changed_samples_is_refused(sphere_file, tmp_path):
     (dict(encoder="conv"), ValueError, "encoder 'conv' needs square images"),
     (dict(pool_pairs=1), ValueError, "pool_pairs must be an integer >= 2"),
 ])
-def test_bad_data_configs(sphere_file, change, error, match):
+def test_bad_data_configs(sphere_npy, change, error, match):
     with pytest.raises(error, match=match):
-        cloud_config(sphere_file, **change)
+        cloud_config(sphere_npy, **change)
 
 
 def test_cloud_fields_need_data():
