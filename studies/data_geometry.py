@@ -138,7 +138,8 @@ def run_noise(p: Params) -> dict:
     S = Sphere(1.0)
     X = _samples(S, p.noise_samples, p.seed)
     noise = torch.randn(X.shape, generator=torch.Generator().manual_seed(p.seed + 7), dtype=X.dtype)
-    rows = {"sigma": [0.0, *p.noise_sigmas], "bias": [], "se": [], "residual_over_delta2": []}
+    rows = {"sigma": [0.0, *p.noise_sigmas], "bias": [], "se": [], "residual_over_delta2": [],
+            "delta": p.noise_delta}
     for sigma in rows["sigma"]:
         cloud = PointCloud(X + sigma * noise, dim=2, max_fit_points=p.max_fit_points)
         b = surrogate_bias(_phi(p.scale), S, cloud, delta=p.noise_delta, lam=p.lam, n=p.noise_pairs,
@@ -205,8 +206,8 @@ def plot(data: dict):
         c = data[case]
         d = np.array(c["delta"])
         ax.loglog(d, np.abs(c["distance"]), "o-", label="chord distance")
-        for i, degree in enumerate(c["degrees"]):
-            ax.loglog(d, np.abs(c[f"midpoint_p{degree}"]), "s-" if degree > 1 else "^--", color=f"C{i + 1}",
+        for degree in c["degrees"]:
+            ax.loglog(d, np.abs(c[f"midpoint_p{degree}"]), "s-" if degree > 1 else "^--", color=f"C{degree}",
                       label=f"projected midpoint, p = {degree}")
         reference_slope(ax, d, float(np.abs(c["distance"][0])), 2, r"$\delta^2$")
         ax.set_xlabel(r"$\delta$")
@@ -218,6 +219,8 @@ def plot(data: dict):
         axes[3].loglog(n["N"], n["bias"][k], "o", color=f"C{i}", label=rf"measured, $\delta$ = {k}")
         axes[3].loglog(n["N"], n["predicted"][k], "-", color=f"C{i}", lw=1, label=r"$4a^2s^2/\delta^4$")
     axes[3].set_xlabel("samples N")
+    axes[3].set_xticks(n["N"], [f"{k:d}" for k in n["N"]])
+    axes[3].minorticks_off()
     axes[3].set_title("nearest-sample midpoint ($S^2$)", fontsize=10)
     axes[3].legend(fontsize=7)
     z = data["noise"]
