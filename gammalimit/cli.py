@@ -345,6 +345,10 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as err:
         print(f"gammalimit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a folder or file that cannot be written or read: one line, no traceback
+        where = f" {err.filename!s}" if err.filename else ""
+        print(f"gammalimit {args.command}: error: cannot use{where}: {err.strerror or err}", file=sys.stderr)
+        return 2
     if result is not None:
         if getattr(args, "json", False):
             print(json.dumps(result))

@@ -178,3 +178,9 @@ def test_data_needs_dim(sphere_npy, capsys):
     assert "needs --dim" in capsys.readouterr().err
     assert main(["train", "--data", str(sphere_npy), "--no-progress"]) == 2
     assert "needs dim" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_folder_is_one_line_not_a_traceback(capsys):
+    assert main(["train", "--manifold", "sphere", "--steps", "3", "--out", "/dev/null/run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and "/dev/null/run" in err
