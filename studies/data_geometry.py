@@ -42,30 +42,30 @@ ORDER = 90
 class Params:
     scale: float = 1.1
     lam: float = 1.0
-    n_pairs: int = 2048
+    n_pairs: int = 1024
     seed: int = 0
     max_fit_points: int = 1024
     degrees: tuple[int, ...] = (1, 2, 3)
     # unit sphere and Swiss roll: N samples, deltas
-    sphere_samples: int = 16000
+    sphere_samples: int = 12000
     sphere_deltas: tuple[float, ...] = (0.4, 0.28, 0.2, 0.14, 0.1)
-    roll_samples: int = 16000
+    roll_samples: int = 12000
     roll_deltas: tuple[float, ...] = (4.0, 2.8, 2.0, 1.4, 1.0)
     # rotating-ellipse images (n_pixels x n_pixels), dimension 1
-    image_samples: int = 3000
+    image_samples: int = 2000
     image_pixels: int = 32
     # the curve of images turns with radius about 0.03 in pixel space: delta well below it
     image_deltas: tuple[float, ...] = (0.008, 0.0056, 0.004, 0.0028, 0.002)
     image_degrees: tuple[int, ...] = (1, 3)
-    image_pairs: int = 1024
+    image_pairs: int = 512
     # nearest-sample midpoint on the sphere: sample counts at two deltas
     nearest_samples: tuple[int, ...] = (2000, 8000, 32000)
     nearest_deltas: tuple[float, ...] = (0.4, 0.2)
     # noise on the sphere's samples at one delta
     noise_sigmas: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
     noise_delta: float = 0.3
-    noise_samples: int = 16000
-    noise_pairs: int = 8192
+    noise_samples: int = 12000
+    noise_pairs: int = 4096
     order_tolerance: float = 0.35
     extra: dict = field(default_factory=dict)
 

@@ -40,15 +40,15 @@ class Params:
     ellipse_samples: int = 3000
     ellipse_delta: float = 0.02
     ellipse_lam: float = 0.01
-    ellipse_steps: int = 1000
-    pool_pairs: int = 1 << 14
+    ellipse_steps: int = 600
+    pool_pairs: int = 1 << 13
     radius_goal: float = 0.02
     # Swiss roll
     roll_samples: int = 2000
     roll_noises: tuple[float, ...] = (0.0, 0.5)
     roll_delta: float = 2.5
     roll_lam: float = 1.0
-    roll_steps: int = 1500
+    roll_steps: int = 800
     eval_pairs: int = 1 << 13
 
     @classmethod
