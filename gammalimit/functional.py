@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ import torch
 from .derivatives import CHUNK, directional_jet, encoder_function, encoder_jet
 from .estimate import stream_estimate
 from .geometry import EncoderGeometry, chart_orthonormal_frame
-from .loss import Terms, flat_term, flatten_terms, pair_terms
+from .loss import TermResult, Terms, pair_terms
 from .manifolds.base import DTYPE
 from .penalties import get_penalty
 from .sampling import PairSample, get_strategy
@@ -111,7 +111,7 @@ def chart_quadrature(chart, counts) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @dataclass
-class ContinuumLoss:
+class ContinuumLoss(TermResult):
     """The Gamma-limit ``L[phi]`` and its terms (docs/theory.md, section 3).
 
     ``total = sum_t c_t terms[t]`` (default ``distortion + lam * bending``);
@@ -141,13 +141,8 @@ class ContinuumLoss:
     penalty: str
     strategy: str
 
-    def __getattr__(self, name):
-        return flat_term(self, name)
-
     def to_dict(self) -> dict:
-        out = flatten_terms(asdict(self))
-        out["nodes"] = list(self.nodes)
-        return out
+        return {**super().to_dict(), "nodes": list(self.nodes)}
 
 
 def _integrate(phi_fn, chart, counts, check, penalty):
@@ -280,7 +275,7 @@ def _node_counts(nodes, m):
 
 
 @dataclass
-class GapEstimate:
+class GapEstimate(TermResult):
     """Monte Carlo estimate of ``E[l - l_0]``: the per-pair penalty terms minus
     their limits at the same pairs (:func:`discrete_minus_limit`).
 
@@ -304,12 +299,6 @@ class GapEstimate:
     antithetic: bool
     qmc: bool
     seed: int
-
-    def __getattr__(self, name):
-        return flat_term(self, name)
-
-    def to_dict(self) -> dict:
-        return flatten_terms(asdict(self))
 
 
 def discrete_minus_limit(phi, manifold, *, delta: float, lam: float, n: int, penalty="squared",

@@ -189,8 +189,19 @@ def flatten_terms(data: dict) -> dict:
     return out
 
 
+class TermResult:
+    """What every result with a ``terms`` dict shares: its terms (``stderr_terms``,
+    ``parts``) read as attributes, and :meth:`to_dict` flattens them."""
+
+    def __getattr__(self, name):
+        return flat_term(self, name)
+
+    def to_dict(self) -> dict:
+        return flatten_terms(asdict(self))
+
+
 @dataclass
-class LossEstimate:
+class LossEstimate(TermResult):
     """A Monte Carlo estimate of ``L_delta`` and its terms.
 
     ``total = sum_t c_t terms[t]`` (default ``distortion + lam * bending``);
@@ -216,12 +227,6 @@ class LossEstimate:
     qmc: bool
     seed: int
     n_rejected: int
-
-    def __getattr__(self, name):
-        return flat_term(self, name)
-
-    def to_dict(self) -> dict:
-        return flatten_terms(asdict(self))
 
 
 def discrete_loss(phi, manifold, *, lam: float, delta: float | None = None, n: int | None = None,

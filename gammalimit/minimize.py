@@ -7,12 +7,10 @@ points, and each evaluation afterwards is a few matrix products:
 - :class:`DiscreteObjective`: ``L_delta`` on a fixed set of weighted pairs,
   either a deterministic quadrature (:func:`quadrature_pairs`) or a Monte
   Carlo sample drawn once (:func:`gammalimit.sample_pairs`); the pair
-  penalties are those of :mod:`gammalimit.loss`.
+  terms are those of a penalty (:mod:`gammalimit.penalties`).
 - :class:`ContinuumObjective`: ``L`` by quadrature over the chart, with the
-  first and covariant second derivatives of the basis from
-  :func:`gammalimit.functional.encoder_jet` and the integrand from
-  :func:`~gammalimit.functional.metric_distortion` and
-  :func:`~gammalimit.functional.direction_average`.
+  basis's jet from :func:`gammalimit.derivatives.encoder_jet` and each penalty
+  term's direction average (:mod:`gammalimit.penalties`).
 
 Both are differentiable in ``coef`` with torch autograd; :func:`minimize`
 runs L-BFGS (``scipy.optimize``, limited-memory BFGS with a Wolfe line
@@ -38,7 +36,7 @@ from .functional import chart_quadrature
 from .geometry import EncoderGeometry, chart_orthonormal_frame, metric_distortion
 from .manifolds.base import DTYPE
 from .loss import Terms as LossTerms
-from .loss import flat_term, flatten_terms
+from .loss import TermResult
 from .penalties import average_over_directions, get_penalty
 from .sampling import PairSample, direction_rule, get_strategy
 from .validation import check_count, check_delta, check_lam
@@ -123,18 +121,12 @@ def _check_family(family):
 
 
 @dataclass
-class ObjectiveValue:
+class ObjectiveValue(TermResult):
     """An objective's value at some coefficients: ``total = sum_t c_t terms[t]``
     (default ``distortion + lam * bending``); terms read as attributes too."""
 
     total: float
     terms: dict
-
-    def __getattr__(self, name):
-        return flat_term(self, name)
-
-    def to_dict(self) -> dict:
-        return flatten_terms(dataclasses.asdict(self))
 
 
 class _Weighted:
@@ -467,15 +459,13 @@ class MultiStartResult:
         return sum(abs(r.value - b) <= rtol * max(abs(b), 1e-300) for r in self.runs)
 
     def record(self, rtol: float = 1e-9) -> dict:
-        """The runs' outcomes (the best one's in full) and how many reached the best (for study records)."""
+        """The runs' outcomes, the best one's without parameters, and how many reached the best."""
         return {"best": self.best.record(), "values": self.values, "iterations": [r.iterations for r in self.runs],
                 "grad_norms": [r.grad_norm for r in self.runs], "converged": [r.converged for r in self.runs],
                 "n_at_best": self.n_at_best(rtol)}
 
     def to_dict(self) -> dict:
-        return {"best": self.best.to_dict(), "values": self.values,
-                "iterations": [r.iterations for r in self.runs], "grad_norms": [r.grad_norm for r in self.runs],
-                "converged": [r.converged for r in self.runs]}
+        return {**self.record(), "best": self.best.to_dict()}
 
 
 def minimize_multistart(objective, family, *, n_starts: int = 8, seed: int = 0, scale: float | None = None,
