@@ -10,8 +10,13 @@ scikit-learn validates its estimators' parameters up front.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
+
+#: The smallest pair scale: below it ``delta**4`` (the bending term's
+#: denominator) underflows to a subnormal float64 and the penalties overflow.
+DELTA_MIN = math.sqrt(math.sqrt(sys.float_info.min))
 
 
 def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -41,7 +46,10 @@ def check_seed(value, name: str = "seed") -> int:
 def check_real(value, name: str, *, minimum: float | None = None, strict: bool = True,
                allow_inf: bool = False) -> float:
     """A real number, finite unless ``allow_inf``, above ``minimum``
-    (``> minimum`` if ``strict``, else ``>= minimum``)."""
+    (``> minimum`` if ``strict``, else ``>= minimum``). Strings and ``bool``
+    are not numbers here (``float("2")`` would accept a string silently)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -75,9 +83,26 @@ def check_choice(value, name: str, allowed) -> str:
     return value
 
 
+def check_reals(value, name: str, length: int, *, minimum: float | None = None, strict: bool = True,
+                what: str = "") -> tuple[float, ...]:
+    """A sequence of exactly ``length`` real numbers, each checked by :func:`check_real`
+    (``what`` shows the sequence in the message, e.g. ``"(R1, R2)"``)."""
+    bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+    allowed = f"{name} must be a sequence of {length} real numbers{bound}" + (f" {what}" if what else "")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        raise TypeError(f"{allowed}, got {value!r}")
+    if len(value) != length:
+        raise ValueError(f"{allowed}, got {len(value)} values: {value!r}")
+    return tuple(check_real(v, f"{name}[{i}]", minimum=minimum, strict=strict) for i, v in enumerate(value))
+
+
 def check_delta(manifold, delta, name: str = "delta") -> float:
-    """The pair scale: finite, ``> 0`` and below the manifold's injectivity radius."""
+    """The pair scale: finite, at least :data:`DELTA_MIN` (``delta**4`` must not
+    underflow) and below the manifold's injectivity radius."""
     delta = check_positive(delta, name)
+    if delta < DELTA_MIN:
+        raise ValueError(f"{name}={delta!r} is too small: delta**4 underflows in float64, so the pair "
+                         f"penalties cannot be formed; {name} must be >= {DELTA_MIN:.3g}")
     if delta >= manifold.injectivity_radius:
         raise ValueError(
             f"{name}={delta} must be below the injectivity radius {manifold.injectivity_radius:.6g} of {manifold!r}"
@@ -94,3 +119,20 @@ def check_widths(value, name: str) -> tuple[int, ...]:
     if not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in widths):
         raise ValueError(f"{name} must be a tuple of integers >= 1, got {value!r}")
     return tuple(int(w) for w in widths)
+
+
+def check_manifold(value, name: str = "manifold", *, also: str = "") -> object:
+    """Something pairs can be drawn from: a manifold (``dim``, ``injectivity_radius``,
+    ``point_from_cube``, ``tangent_frame``, ``exp``) or a point cloud (``pairs_from_cube``).
+
+    Checked by what it provides (this module sits below :mod:`gammalimit.manifolds`);
+    ``also`` names further kinds the caller accepts, for the message.
+    """
+    manifold_api = ("dim", "injectivity_radius", "point_from_cube", "tangent_frame", "exp")
+    cloud_api = ("injectivity_radius", "pairs_from_cube", "cube_dim", "ambient_dim")
+    if all(hasattr(value, a) for a in manifold_api) or all(hasattr(value, a) for a in cloud_api):
+        return value
+    accepted = "a Manifold (e.g. gammalimit.Sphere()) or a gammalimit.PointCloud" + (f" or {also}" if also else "")
+    hint = (f"; to build a registered manifold by name use gammalimit.manifolds.make_manifold({value!r})"
+            if isinstance(value, str) else "")
+    raise TypeError(f"{name} must be {accepted}, got {type(value).__name__} {value!r}"[:400] + hint)

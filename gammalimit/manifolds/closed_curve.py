@@ -5,10 +5,31 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
-from ..validation import check_count
+from ..validation import check_count, check_positive
 from .base import DTYPE, Chart, random_unit_tangent, sample, wrap_angle
+
+
+def _points(curve, t):
+    """``curve(t)`` ``shape=[k, n]``, checked: a float64 torch tensor of finite points."""
+    try:
+        pts = curve(t)
+    except Exception as err:
+        raise TypeError(f"curve must map a float64 torch tensor t of shape (k,) to points of shape (k, n); "
+                        f"calling it raised {type(err).__name__}: {err}") from err
+    if not isinstance(pts, torch.Tensor):
+        raise TypeError(f"curve must return a torch tensor (written in torch, e.g. torch.cos, so that it can be "
+                        f"differentiated), got {type(pts).__name__}")
+    if pts.dtype != DTYPE:
+        raise TypeError(f"curve must return float64 points for float64 t, got {pts.dtype}")
+    if pts.ndim != 2 or pts.shape[0] != t.shape[0]:
+        raise ValueError(f"curve(t) must return shape (k, n) for t of shape (k,), got {tuple(pts.shape)}")
+    if not torch.isfinite(pts).all():
+        raise ValueError("curve(t) must be finite for every t in [0, period)")
+    return pts
 
 
 def _foot_point_step(t, gap, vel, acc):
@@ -40,6 +61,17 @@ class ClosedCurve:
         reported as :attr:`arclength_error` (the size of the highest Fourier
         modes relative to the mean speed).
     name : str, optional
+
+    Raises
+    ------
+    TypeError
+        If ``curve`` is not a torch function of ``t`` (a numpy function, say).
+    ValueError
+        If the curve is not closed, not regular (its speed vanishes, also
+        between grid points: a cusp or a segment such as ``ellipse(0, 1)``),
+        traversed more than once (``period`` a multiple of the minimal period)
+        or not simple (it crosses or touches itself, like a figure eight): a
+        closed curve manifold is an embedded circle.
     """
 
     dim = 1
@@ -47,21 +79,20 @@ class ClosedCurve:
 
     def __init__(self, curve: Callable[[torch.Tensor], torch.Tensor], period: float = 2 * math.pi,
                  resolution: int = 1024, name: str = "curve"):
+        if not callable(curve):
+            raise TypeError(f"curve must be a callable t -> points (a torch function), got {type(curve).__name__}")
         check_count(resolution, "resolution", minimum=16)
         self.curve = curve
-        self.period = float(period)
+        self.period = check_positive(period, "period")
         self.name = name
         t = torch.arange(resolution, dtype=DTYPE) * (self.period / resolution)
-        pts = curve(t)
-        if pts.ndim != 2 or pts.shape[0] != resolution:
-            raise ValueError(f"curve(t) must return shape (k, n) for t of shape (k,), got {tuple(pts.shape)}")
+        pts = _points(curve, t)
         self.ambient_dim = pts.shape[1]
         closure = torch.linalg.vector_norm(curve(torch.tensor([0.0, self.period], dtype=DTYPE)).diff(dim=0))
         if closure > 1e-9 * (1 + pts.abs().max()):
             raise ValueError(f"curve is not closed with period {self.period}: |c(T) - c(0)| = {closure:.3g}")
+        self._check_regular(resolution)
         speed = self._speed(t)
-        if not torch.isfinite(speed).all() or speed.min() <= 0:
-            raise ValueError("curve must be regular: its speed |c'(t)| must be finite and > 0")
         coef = torch.fft.rfft(speed) / resolution
         self._mean_speed = coef[0].real.item()
         self.length = self._mean_speed * self.period
@@ -86,9 +117,11 @@ class ClosedCurve:
             cc[-1] /= 2
         big = (cc.abs() > 1e-15 * pts.abs().max()).any(-1).nonzero()
         self._curve_coef = cc[: int(big.max()) + 1 if big.numel() else 1]
+        self._check_minimal_period(pts, cc)
         grid = torch.linspace(0, self.period, 4097, dtype=DTYPE)
         self._grid_t, self._grid_sigma = grid, self.sigma_of_t(grid)
         self.injectivity_radius = self.length / 2
+        self._check_simple(4 * resolution)
         # coarse table for the nearest-point search of the inverse chart
         self._table_t = torch.arange(256, dtype=DTYPE) * (self.period / 256)
         self._table_x = curve(self._table_t)
@@ -105,10 +138,68 @@ class ClosedCurve:
     def __repr__(self) -> str:
         return f"ClosedCurve({self.name}, length={self.length:.6g}, ambient_dim={self.ambient_dim})"
 
+    # ---- what makes c a closed curve manifold: regular, traversed once, simple
+    def _check_regular(self, resolution):
+        """``|c'| > 0`` everywhere, not only on the grid: on a grid of step ``h`` four times
+        finer, ``|c'(t)| > h |c''(t)|`` (twice the first-order drop of the speed within
+        half a step), so that a zero of the speed between grid points is found too."""
+        t = torch.arange(4 * resolution, dtype=DTYPE) * (self.period / (4 * resolution))
+        try:
+            vel, acc = torch.func.jvp(self._velocity, (t,), (torch.ones_like(t),))
+        except Exception as err:
+            raise TypeError(f"curve must be differentiable by torch.func (written in torch, not numpy): "
+                            f"{type(err).__name__}: {err}") from err
+        speed, margin = torch.linalg.vector_norm(vel, dim=-1), self.period / t.shape[0] * torch.linalg.vector_norm(acc, dim=-1)
+        if not (torch.isfinite(speed).all() and torch.isfinite(margin).all()):
+            raise ValueError("curve must be regular: its speed |c'(t)| is not finite everywhere")
+        worst = int(torch.argmin(speed - margin))
+        if speed[worst] <= margin[worst]:
+            raise ValueError(
+                f"curve must be regular (|c'(t)| > 0): its speed nearly vanishes at t = {t[worst].item():.6g} "
+                f"(|c'| = {speed[worst].item():.3g} <= h |c''| = {margin[worst].item():.3g}, h = {self.period / t.shape[0]:.3g}):"
+                " a cusp, or a degenerate curve such as a segment (raise resolution if it only turns sharply there)")
+
+    def _check_minimal_period(self, pts, coef):
+        """``period`` is the minimal period: if ``c`` has period ``T/k`` only the
+        Fourier modes that are multiples of ``k`` appear, so ``k`` is the gcd of the
+        modes present (confirmed by ``c(t + T/k) = c(t)`` on the grid)."""
+        size = coef[1:].abs().amax(-1)
+        modes = (size > 1e-8 * size.max()).nonzero()[:, 0] + 1
+        k = math.gcd(*modes.tolist()) if modes.numel() else 1
+        if k > 1:
+            t = torch.arange(pts.shape[0], dtype=DTYPE) * (self.period / pts.shape[0])
+            shift = torch.linalg.vector_norm(self.curve(t + self.period / k) - pts, dim=-1).max()
+            if shift <= 1e-9 * (1 + pts.abs().max()):
+                raise ValueError(
+                    f"period={self.period:.17g} is {k} times the curve's minimal period: c(t + period/{k}) = c(t), "
+                    f"so the curve is traversed {k} times; pass period={self.period / k:.17g}")
+
+    def _check_simple(self, n_points):
+        """No self-intersection: on a polyline of ``n_points`` points equispaced in
+        arclength (step ``s``), no two points more than ``8 s`` apart along the curve
+        lie within ``s`` of each other. Two branches that cross or touch have such a
+        pair (each has a point within ``s/2`` of the common point); a k-d tree finds
+        the close pairs without an ``N x N`` matrix."""
+        step = self.length / n_points
+        sigma = torch.arange(n_points, dtype=DTYPE) * step
+        pts = self._point(sigma).detach().numpy()
+        pairs = cKDTree(pts).query_pairs(step, output_type="ndarray")
+        gap = np.abs(pairs[:, 0] - pairs[:, 1])
+        far = np.minimum(gap, n_points - gap) > 8
+        if far.any():
+            i, j = pairs[far][0]
+            ti, tj = self.t_of_sigma(sigma[[i, j]]).tolist()
+            arc = min(abs(i - j), n_points - abs(i - j)) * step
+            raise ValueError(
+                f"curve must be simple (no self-intersection): c(t) at t = {ti:.6g} and t = {tj:.6g} are "
+                f"{np.linalg.norm(pts[i] - pts[j]):.3g} apart in R^{self.ambient_dim} but {arc:.6g} apart along the "
+                f"curve (polyline step {step:.3g}): it crosses or touches itself")
+
     # ---- classic examples
     @classmethod
     def ellipse(cls, a: float = 2.0, b: float = 1.0, **kw) -> "ClosedCurve":
         """The ellipse ``(a cos t, b sin t)`` in ``R^2``."""
+        a, b = check_positive(a, "a"), check_positive(b, "b")
         return cls(lambda t: torch.stack([a * torch.cos(t), b * torch.sin(t)], -1), name=f"ellipse({a}, {b})", **kw)
 
     @classmethod

@@ -34,6 +34,17 @@ def check_pixels(n_pixels) -> int:
     return n_pixels
 
 
+#: Default widths are those of the ``N = 32`` grid, widened on coarser grids to
+#: at least this many pixels: the pixel quadrature's relative metric error
+#: ``~ exp(-(pi sigma N)^2)`` is then about ``1e-5`` (``2e-3`` at one pixel).
+MIN_DEFAULT_PIXELS = 1.25
+
+
+def default_width(width: float, n_pixels: int) -> float:
+    """``width`` (a default for ``N = 32``), or :data:`MIN_DEFAULT_PIXELS` pixels if that is wider."""
+    return max(width, MIN_DEFAULT_PIXELS / n_pixels)
+
+
 def check_sigma(sigma, name: str, n_pixels: int, upper: float, why: str) -> float:
     """``sigma`` in ``[h, upper]``: at least one pixel (spectral accuracy of the
     quadrature), at most ``upper`` (the reason is ``why``)."""

@@ -33,8 +33,10 @@ import math
 
 import torch
 
+from ..validation import check_reals
 from .base import DTYPE, as_points, check_positive
-from .image_base import ImageManifold, check_sigma, pixel_centres, relative_gram_error, wrap_half
+from .image_base import (MIN_DEFAULT_PIXELS, ImageManifold, check_sigma, default_width, pixel_centres,
+                         relative_gram_error, wrap_half)
 
 # Gauss-Newton steps of the inverse chart: moments are accurate to 1e-4 or
 # better on the manifold, and the zero-residual iteration converges
@@ -146,9 +148,11 @@ class TranslatingBlob(ImageManifold):
     ----------
     n_pixels : int, default 32
         Grid size ``N``, ``>= 8``; ``ambient_dim = N^2``.
-    sigma : float, default 0.06
+    sigma : float, optional
         Blob width, in ``[1/N, 1/(2 margin))`` (at least one pixel; the square
-        of centres must not be empty).
+        of centres must not be empty). Default ``0.06``, widened to ``1.25/N``
+        on grids coarser than ``N = 21``
+        (:func:`~gammalimit.manifolds.image_base.default_width`).
     margin : float, default 5.0
         Distance from the square of centres to the image border, in units of
         ``sigma``, ``>= 3``.
@@ -157,12 +161,19 @@ class TranslatingBlob(ImageManifold):
     dim = 2
     has_boundary = True
 
-    def __init__(self, n_pixels: int = 32, sigma: float = 0.06, margin: float = 5.0):
+    def __init__(self, n_pixels: int = 32, sigma: float | None = None, margin: float = 5.0):
         super().__init__(n_pixels)
         margin = check_positive(margin, "margin")
         if margin < 3:
             raise ValueError(f"margin must be >= 3 (in units of sigma), got {margin!r}")
         self.margin = margin
+        if sigma is None:
+            sigma = default_width(0.06, self.n_pixels)
+            if sigma >= 0.5 / margin:
+                raise ValueError(f"TranslatingBlob with margin={margin:g} needs n_pixels > "
+                                 f"{2 * MIN_DEFAULT_PIXELS * margin:g} for its default sigma ({MIN_DEFAULT_PIXELS:g} pixels "
+                                 f"< 1/(2 margin)), got n_pixels={self.n_pixels}; "
+                                 "or pass sigma")
         self.sigma = check_sigma(sigma, "sigma", self.n_pixels, math.nextafter(0.5 / margin, 0),
                                  "= 1/(2 margin), so that the square of centres is not empty")
         self._p = pixel_centres(self.n_pixels)
@@ -263,17 +274,20 @@ class PeriodicBlob(ImageManifold):
     ----------
     n_pixels : int, default 32
         Grid size ``N``, ``>= 8``; ``ambient_dim = N^2``.
-    sigma : float, default 0.07
+    sigma : float, optional
         Blob width, in ``[1/N, 0.25]`` (at least one pixel; at most a quarter
-        of the period, so that the image stays a blob).
+        of the period, so that the image stays a blob). Default ``0.07``,
+        widened to ``1.25/N`` on grids coarser than ``N = 18``
+        (:func:`~gammalimit.manifolds.image_base.default_width`).
     """
 
     dim = 2
     has_boundary = False
     period = 1.0
 
-    def __init__(self, n_pixels: int = 32, sigma: float = 0.07):
+    def __init__(self, n_pixels: int = 32, sigma: float | None = None):
         super().__init__(n_pixels)
+        sigma = default_width(0.07, self.n_pixels) if sigma is None else sigma
         self.sigma = check_sigma(sigma, "sigma", self.n_pixels, 0.25, "(a quarter of the period)")
         self._p = pixel_centres(self.n_pixels)
         # terms exp(-d^2/(2 sigma^2)) with |d| > 9.2 sigma are below 1e-18
@@ -357,20 +371,27 @@ class RotatingEllipse(ImageManifold):
     ----------
     n_pixels : int, default 32
         Grid size ``N``, ``>= 8``; ``ambient_dim = N^2``.
-    sigmas : pair of float, default (0.1, 0.05)
+    sigmas : pair of float, optional
         Axes ``sigma_1 > sigma_2``; ``sigma_2 >= 1/N`` (one pixel) and
         ``sigma_1 <= 1/8`` (the border at least four ``sigma_1`` from the
-        centre).
+        centre). Default ``(0.1, 0.05)`` for ``N >= 25``; on coarser grids
+        ``sigma_2 = 1.25/N`` (:func:`~gammalimit.manifolds.image_base.default_width`)
+        and ``sigma_1 = max(0.1, min(1/8, 2 sigma_2))``, which exist for ``N >= 11``.
     """
 
     dim = 1
     has_boundary = False
     period = math.pi
 
-    def __init__(self, n_pixels: int = 32, sigmas: tuple[float, float] = (0.1, 0.05)):
+    def __init__(self, n_pixels: int = 32, sigmas: tuple[float, float] | None = None):
         super().__init__(n_pixels)
-        if len(sigmas) != 2:
-            raise ValueError(f"sigmas must be a pair (sigma_1, sigma_2), got {sigmas!r}")
+        if sigmas is None:
+            s2 = default_width(0.05, self.n_pixels)
+            sigmas = (max(0.1, min(0.125, 2 * s2)), s2)
+            if not sigmas[0] > s2:
+                raise ValueError(f"RotatingEllipse needs n_pixels >= 11 for its default sigmas (sigma_2 = 1.25 pixels "
+                                 f"< sigma_1 <= 1/8), got n_pixels={self.n_pixels}; or pass sigmas")
+        sigmas = check_reals(sigmas, "sigmas", 2, minimum=0.0, what="(sigma_1, sigma_2)")
         s1 = check_sigma(sigmas[0], "sigma_1", self.n_pixels, 0.125, "(the border four sigma_1 away)")
         s2 = check_sigma(sigmas[1], "sigma_2", self.n_pixels, 0.125, "(sigma_2 < sigma_1 <= 1/8)")
         if not s1 > s2:

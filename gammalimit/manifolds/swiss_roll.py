@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ..validation import check_positive
+from ..validation import check_positive, check_reals
 from .base import DTYPE, Chart, random_unit_tangent, sample
 
 
@@ -42,8 +42,8 @@ class SwissRoll:
     has_boundary = True
 
     def __init__(self, turns=(1.5 * math.pi, 4.5 * math.pi), pitch: float = 1.0, height: float = 21.0):
-        t0, t1 = (float(t) for t in turns)
-        if not (0 < t0 < t1 and math.isfinite(t1)):
+        t0, t1 = check_reals(turns, "turns", 2, minimum=0.0, what="(theta_0, theta_1)")
+        if not t0 < t1:
             raise ValueError(f"turns must satisfy 0 < turns[0] < turns[1], got {turns!r}")
         self.turns = (t0, t1)
         self.pitch = check_positive(pitch, "pitch")

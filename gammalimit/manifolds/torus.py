@@ -6,10 +6,10 @@ import math
 
 import torch
 
+from ..validation import check_reals
 from .base import (
     DTYPE,
     Chart,
-    check_positive,
     circle_angle,
     circle_angle_between,
     circle_point,
@@ -35,9 +35,7 @@ class FlatTorus:
     has_boundary = False
 
     def __init__(self, radii: tuple[float, float] = (1.0, 1.0)):
-        if len(radii) != 2:
-            raise ValueError(f"radii must be a pair (R1, R2), got {radii!r}")
-        self.radii = tuple(check_positive(r, "radius") for r in radii)
+        self.radii = check_reals(radii, "radii", 2, minimum=0.0, what="(R1, R2)")
         R1, R2 = self.radii
         self.injectivity_radius = math.pi * min(R1, R2)
 
