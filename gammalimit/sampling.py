@@ -25,7 +25,7 @@ import torch
 from scipy.stats import qmc as scipy_qmc
 
 from .manifolds.base import DTYPE, tangent_cube_dim, unit_vector_from_cube
-from .validation import check_count, check_delta, check_positive, check_seed
+from .validation import check_count, check_delta, check_manifold, check_positive, check_seed
 
 # --------------------------------------------------------------------------
 # strategies: each owns its radial law (radius map, density, quadrature rule, moments)
@@ -356,20 +356,44 @@ def _draw_block(manifold, strategy, delta, source, k, antithetic, replicate, rej
     return PairSample(x, y, mid, dist, v, r, delta, antithetic, rep, rejected)
 
 
+def check_qmc_n(n: int, qmc_replicates: int, antithetic: bool) -> int:
+    """Sobol points per replicate for ``n`` QMC pairs; ``ValueError`` unless
+    ``n = qmc_replicates * 2^k`` (times 2 with ``antithetic``).
+
+    Every replicate gets the same number of points (their means are the
+    sampling units) and that number is a power of two (a scrambled Sobol
+    set is balanced only then), so other ``n`` are refused rather than
+    silently rounded: the message names the nearest valid ``n``.
+    """
+    per_rep = qmc_replicates * (2 if antithetic else 1)
+    units = n // per_rep
+    if units * per_rep != n or units & (units - 1):
+        valid = [per_rep << k for k in range(n.bit_length() + 1)]
+        options = " or ".join(f"n={v}" for v in (max((v for v in valid if v < n), default=None),
+                                                 min(v for v in valid if v > n)) if v is not None)
+        raise ValueError(
+            f"qmc=True needs n = {per_rep} * 2^k pairs ({qmc_replicates} replicates of 2^k scrambled Sobol points"
+            f"{', each used twice (v and -v)' if antithetic else ''}: equal replicates, each a power of two), "
+            f"got n={n}; use {options}")
+    return units
+
+
 def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
                qmc: bool = False, seed: int = 0, qmc_replicates: int = 8,
                reject: bool = True) -> Iterator[PairSample]:
     """Stream ``n`` pairs in blocks of :func:`block_size` pairs.
 
     Parameters are those of :func:`sample_pairs`. With ``antithetic``, ``n``
-    is rounded up to even; with ``qmc``, ``n`` is split evenly over
-    ``qmc_replicates`` independently scrambled Sobol sequences (rounded up),
-    and blocks never mix replicates.
+    is rounded up to even; with ``qmc``, ``n`` must be ``qmc_replicates * 2^k``
+    (times 2 with ``antithetic``: :func:`check_qmc_n`) and is split evenly over
+    ``qmc_replicates`` independently scrambled Sobol sequences; blocks never
+    mix replicates.
 
     Yields
     ------
     PairSample
     """
+    manifold = check_manifold(manifold)
     delta = check_delta(manifold, delta)
     check_count(n, "n", minimum=2)
     strat = get_strategy(strategy)
@@ -385,11 +409,7 @@ def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: 
     block = block_size(manifold) // per_unit
     if qmc:
         check_count(qmc_replicates, "qmc_replicates", minimum=2)
-        units = -(-n // (per_unit * qmc_replicates))
-        if units & (units - 1):
-            warnings.warn(
-                f"QMC with {units} points per replicate: Sobol balance needs a power of two "
-                f"(n = {per_unit * qmc_replicates} * 2^k)", stacklevel=2)
+        units = check_qmc_n(n, qmc_replicates, antithetic)
         for rep in range(qmc_replicates):
             src = _CubeSource(dim, seed, True, rep)
             for start in range(0, units, block):
@@ -407,7 +427,9 @@ def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic
 
     Parameters
     ----------
-    manifold : Manifold
+    manifold : Manifold or PointCloud
+        ``TypeError`` for anything else (a name: build it with
+        :func:`gammalimit.manifolds.make_manifold`).
     n : int, >= 2
         Number of pairs (rounded up to even with ``antithetic``).
     delta : float
@@ -417,7 +439,10 @@ def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic
     antithetic : bool
         Pair each direction ``v`` with ``-v`` at the same ``x`` and ``r``.
     qmc : bool
-        Scrambled Sobol points (``scipy.stats.qmc``) instead of pseudo-random.
+        Scrambled Sobol points (``scipy.stats.qmc``) instead of pseudo-random;
+        ``n`` must then be ``qmc_replicates * 2^k`` (times 2 with
+        ``antithetic``), or ``ValueError`` names the nearest valid ``n``:
+        exactly ``n`` pairs come back, never a rounded count.
     seed : int
     qmc_replicates : int
         Independent scramblings for QMC (their spread gives the error).

@@ -80,9 +80,10 @@ def test_qmc_replicates_are_balanced():
     assert abs(z2.mean() - 1 / 3) < 1e-3
 
 
-def test_qmc_warns_on_unbalanced_n():
-    with pytest.warns(UserWarning, match="power of two"):
+def test_qmc_refuses_an_unbalanced_n_and_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"n = 8 \* 2\^k.*got n=8000; use n=4096 or n=8192"):
         sample_pairs(Sphere(), 8 * 1000, 0.1, qmc=True)
+    assert len(sample_pairs(Sphere(), 16, 0.01, qmc=True)) == 16
 
 
 def test_boundary_pairs_stay_inside():
