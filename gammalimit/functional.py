@@ -23,11 +23,11 @@ import torch
 from .derivatives import CHUNK, directional_jet, encoder_function, encoder_jet
 from .estimate import stream_estimate
 from .geometry import EncoderGeometry, chart_orthonormal_frame
-from .loss import TermResult, Terms, pair_terms
+from .loss import TermResult, Terms, encoder_input_error, pair_terms, probe_point
 from .manifolds.base import DTYPE
 from .penalties import get_penalty
 from .sampling import PairSample, get_strategy
-from .validation import check_lam
+from .validation import check_count, check_lam, check_manifold, check_real, check_seed
 
 # --------------------------------------------------------------------------
 # the per-pair limit
@@ -208,19 +208,25 @@ def continuum_loss(phi, manifold, *, lam: float, penalty="squared", strategy="sh
     Raises
     ------
     ValueError, TypeError
-        On bad arguments or an encoder that is not twice differentiable on ``M``.
+        On bad arguments or an encoder that is not twice differentiable on
+        ``M``; ``phi`` is tried on one point first: an encoder that cannot take
+        the manifold's points (a wrong input size) is a ``ValueError`` naming
+        the dimensions, one that returns float32 for float64 points a ``TypeError``.
     """
     lam = check_lam(lam)
     pen = get_penalty(penalty)
     strat = get_strategy(strategy)
-    chart = getattr(manifold, "chart", None)
+    chart = getattr(check_manifold(manifold), "chart", None)
     if chart is None:
         raise TypeError(f"continuum_loss needs a manifold with a chart (exact geometry), got {manifold!r}: "
                         "samples alone do not determine the limit; use discrete_loss")
     m = chart.dim
     fixed = nodes is not None
     counts = _node_counts(nodes, m)
-    phi_fn = encoder_function(phi)
+    rtol = check_real(rtol, "rtol", minimum=0.0, strict=False)
+    atol = check_real(atol, "atol", minimum=0.0, strict=False)
+    max_nodes = check_count(max_nodes, "max_nodes", minimum=2**m)
+    phi_fn = _float64_encoder(phi, manifold)
     coarse = _integrate(phi_fn, chart, counts, check, pen)
     while True:
         counts = tuple(2 * c for c in counts)
@@ -260,10 +266,37 @@ def continuum_loss(phi, manifold, *, lam: float, penalty="squared", strategy="sh
     )
 
 
+def _float64_encoder(phi, manifold):
+    """``phi`` as the float64 function the derivatives are taken of, tried on one point of
+    ``manifold`` first: a failure names the dimensions, and an output that is not float64
+    (a function computing in float32) is a ``TypeError``, since the quadrature adapts to
+    ``rtol ~ 1e-12`` and the derivative check to ``1e-4``, neither reachable in float32."""
+    phi_fn = encoder_function(phi)
+    x = probe_point(manifold)
+    try:
+        out = phi_fn(x)
+    except RuntimeError as err:
+        raise encoder_input_error(phi, x.shape[1], manifold, err) from err
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point():
+        raise TypeError(f"phi must return a floating torch tensor, got {type(out).__name__}")
+    if out.dtype != DTYPE:
+        raise TypeError(
+            f"phi returned {out.dtype} values for float64 points: the limit takes phi's first and second "
+            "derivatives to float64 accuracy, so phi must compute in float64 (a torch.nn.Module is copied to "
+            "float64 automatically; a function should not cast to a lower precision). discrete_loss accepts "
+            "it, with a warning where the round-off matters")
+    return phi_fn
+
+
 def _node_counts(nodes, m):
     if nodes is None:
         return (16,) * m
-    counts = (nodes,) * m if isinstance(nodes, (int, np.integer)) and not isinstance(nodes, bool) else tuple(nodes)
+    if isinstance(nodes, (int, np.integer)) and not isinstance(nodes, bool):
+        counts = (nodes,) * m
+    elif isinstance(nodes, (tuple, list)):
+        counts = tuple(nodes)
+    else:
+        raise TypeError(f"nodes must be an integer >= 2 or a sequence of {m} such integers, got {nodes!r}")
     if len(counts) != m or not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 2
                                    for c in counts):
         raise ValueError(f"nodes must be an integer >= 2 or {m} such integers, got {nodes!r}")
@@ -326,7 +359,8 @@ def discrete_minus_limit(phi, manifold, *, delta: float, lam: float, n: int, pen
     lam = check_lam(lam)
     pen = get_penalty(penalty)
     strat = get_strategy(strategy)
-    phi_fn = encoder_function(phi)
+    seed = check_seed(seed)
+    phi_fn = _float64_encoder(phi, check_manifold(manifold))
     first = [True]
 
     def per_pair(pairs):

@@ -20,7 +20,7 @@ from .estimate import stream_estimate
 from .manifolds.base import DTYPE
 from .penalties import Penalty, get_penalty
 from .sampling import PairSample, get_strategy
-from .validation import check_lam
+from .validation import check_count, check_delta, check_lam, check_manifold, check_seed
 
 # relative round-off of the bending term above which a warning is raised
 ROUNDOFF_WARN = 1e-2
@@ -74,6 +74,38 @@ def evaluate_encoder(phi, points: torch.Tensor) -> torch.Tensor:
             f"first at input index {i}, x = {points[i].tolist()[:8]}"
         )
     return out
+
+
+def _input_features(phi) -> int | None:
+    """The input size of ``phi``'s first linear layer, if it is a module that has one."""
+    if isinstance(phi, torch.nn.Module):
+        for module in phi.modules():
+            if isinstance(getattr(module, "in_features", None), int):
+                return module.in_features
+    return None
+
+
+def encoder_input_error(phi, n: int, where, err: Exception) -> ValueError:
+    """``phi`` failing on points of ``where`` in ``R^n`` (torch's "mat1 and mat2 shapes
+    cannot be multiplied", a dtype clash) as an error that names the dimensions."""
+    takes = _input_features(phi)
+    layer = f"; phi's first linear layer takes {takes} features" if takes not in (None, n) else ""
+    if "dtype" in str(err) or "scalar type" in str(err):
+        layer += ("; phi must accept float64 rows (a function holding float32 weights: cast them to float64, "
+                  "or make phi a torch.nn.Module, whose inputs are cast to its own dtype)")
+    return ValueError(f"phi cannot be applied to the points of {where!r}: float64 rows of ambient dimension "
+                      f"n = {n}{layer} ({type(err).__name__}: {err})")
+
+
+def probe_point(manifold) -> torch.Tensor:
+    """One point ``shape=[1, n]`` of a manifold, point cloud or pair sample (no randomness used)."""
+    if isinstance(manifold, PairSample):
+        return manifold.x[:1]
+    if hasattr(manifold, "points"):  # a point cloud
+        return manifold.points[:1]
+    if hasattr(manifold, "pairs"):  # a pool of point-cloud pairs
+        return manifold.pairs.x[:1]
+    return manifold.point_from_cube(torch.full((1, manifold.dim), 0.5, dtype=DTYPE))
 
 
 def _call_encoder(phi, points):
@@ -248,7 +280,8 @@ def discrete_loss(phi, manifold, *, lam: float, delta: float | None = None, n: i
         :class:`~gammalimit.PointCloud` (surrogates estimated from samples),
         or a :class:`~gammalimit.PairSample` of given pairs (e.g. video
         triplets, :meth:`PairSample.from_arrays`; ``delta`` and ``n`` are then
-        taken from it).
+        taken from it). Anything else (``None``, a manifold's name) is a
+        ``TypeError``.
     lam : float, >= 0
         Weight of the bending term (units of length^2).
     delta : float
@@ -264,6 +297,13 @@ def discrete_loss(phi, manifold, *, lam: float, delta: float | None = None, n: i
     -------
     LossEstimate
 
+    Raises
+    ------
+    TypeError, ValueError
+        On bad arguments; an encoder that cannot take the manifold's points
+        (torch fails on the first block: a wrong input size, a dtype clash) is
+        a ``ValueError`` naming the ambient dimension ``n`` and phi's input size.
+
     Warns
     -----
     UserWarning
@@ -273,14 +313,23 @@ def discrete_loss(phi, manifold, *, lam: float, delta: float | None = None, n: i
     lam = check_lam(lam)
     pen = get_penalty(penalty)
     strat = get_strategy(strategy)
+    seed = check_seed(seed)
     if isinstance(manifold, PairSample):
         delta, n = manifold.delta, len(manifold)
-    elif delta is None or n is None:
-        raise TypeError(f"discrete_loss needs delta and n to draw pairs from {manifold!r}")
+    else:
+        check_manifold(manifold, also="a gammalimit.PairSample of given pairs")
+        if delta is None or n is None:
+            raise TypeError(f"discrete_loss needs delta and n to draw pairs from {manifold!r}")
+        delta, n = check_delta(manifold, delta), check_count(n, "n", minimum=2)
     warned = []
 
     def per_pair(pairs):
-        terms = pair_terms(phi, pairs, pen)
+        try:
+            terms = pair_terms(phi, pairs, pen)
+        except RuntimeError as err:  # on the first block: phi does not take these points (a wrong input size)
+            if warned:
+                raise
+            raise encoder_input_error(phi, pairs.x.shape[1], manifold, err) from err
         if not warned:
             _warn_roundoff(terms[pen.names[0]].dtype, pairs.delta)
             warned.append(True)
