@@ -5,6 +5,7 @@ See docs/theory.md for every quantity. Public API::
     from gammalimit import Circle, Sphere, FlatTorus, SwissRoll, ClosedCurve
     from gammalimit import sample_pairs, discrete_loss
     from gammalimit import continuum_loss, limit_integrand, encoder_geometry
+    from gammalimit import GammaEncoder   # needs scikit-learn (the `compare` extra)
 """
 
 import torch as _torch
@@ -26,5 +27,15 @@ __all__ = [
     "PENALTIES", "Penalty", "get_penalty", "register_penalty",
     "continuum_loss", "limit_terms", "limit_integrand", "discrete_minus_limit", "encoder_geometry",
     "ContinuumLoss", "EncoderGeometry",
-]
+]  # GammaEncoder is exported by __getattr__ below, not by `import *` (it needs scikit-learn)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # GammaEncoder needs scikit-learn, an optional extra: imported on first use, so that
+    # `import gammalimit` works without it and `gammalimit.GammaEncoder` says what to install
+    if name == "GammaEncoder":
+        from .estimator import GammaEncoder
+
+        return GammaEncoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -55,7 +55,7 @@ from .loss import evaluate_encoder
 from .manifolds.base import DTYPE
 from .manifolds.registry import MANIFOLDS
 from .train import TrainConfig, float64_copy, make_manifold, train
-from .validation import check_choice, check_count
+from .validation import check_choice, check_count, check_int
 
 # --------------------------------------------------------------------------
 # measures
@@ -184,6 +184,16 @@ def resolve_manifold(manifold, n_pixels: int, params=None):
         f"n_pixels={n_pixels}); pass its name, one of {sorted(MANIFOLDS)}, and its parameters as manifold_params")
 
 
+def _check_random_state(random_state):
+    """``None``, a seed (an integer in ``[0, 2^32)``, numpy's range) or a ``RandomState``."""
+    if random_state is None or isinstance(random_state, np.random.RandomState):
+        return random_state
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        return check_int(random_state, "GammaEncoder: random_state", minimum=0, maximum=2**32 - 1)
+    raise TypeError(f"GammaEncoder: random_state must be None, an integer in [0, 2^32) or a "
+                    f"numpy.random.RandomState, got {random_state!r}")
+
+
 class GammaEncoder(TransformerMixin, BaseEstimator):
     """An encoder trained by ``L_delta`` with the scikit-learn estimator interface.
 
@@ -234,7 +244,7 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
         Parameters of the named manifold (:func:`gammalimit.manifolds.manifold_parameters`).
     random_state : int, RandomState instance or None
         Seeds the initial weights and every training pair (``None``: a fresh
-        seed from numpy's global generator).
+        seed from numpy's global generator); an integer must lie in ``[0, 2^32)``.
     progress : bool, default False
         Draw the trainer's progress bar.
 
@@ -304,7 +314,7 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
         """
         t0 = time.perf_counter()
         X = check_array(X, dtype=np.float64)
-        seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
+        seed = int(check_random_state(_check_random_state(self.random_state)).randint(0, 2**31 - 1))
         if self.manifold is None:
             result, config, manifold = self._fit_samples(X, seed)
         else:
@@ -351,11 +361,20 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
             return train(config, progress=bool(self.progress), evaluate_final=False), config, cloud
 
     def transform(self, X):
-        """Codes of ``X``.
+        """Codes of ``X``: the trained encoder applied to its rows.
+
+        Unlike :meth:`fit`, ``transform`` takes any point of the ambient space,
+        on the manifold or not: the encoder is a map of the whole of ``R^n``,
+        and codes of points off ``M`` (noisy or held-out samples, a probe of
+        how the map extends) are well defined, if not trained. ``fit`` checks
+        that ``X`` lies on the named manifold because there ``X`` only
+        identifies the manifold that training draws from; a mismatch is a
+        mistake. Test membership with ``manifold_.contains(X)`` where it matters.
 
         Parameters
         ----------
         X : array, shape=[n_samples, ambient_dim]
+            Any finite points of ``R^n`` (``n = n_features_in_``).
 
         Returns
         -------
