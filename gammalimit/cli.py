@@ -59,17 +59,29 @@ def manifold_params(args, name: str) -> dict:
     """The parameters of manifold ``name`` given by ``--radius``, ``--n-pixels`` and ``--param``.
 
     ``--radius`` sets the manifold's ``radii`` where it has them (one value
-    for all), else its ``radius``.
+    for all, or one each), else its one ``radius``; given to a manifold
+    without a radius, or with more values than it has radii, it is an error
+    that names the flag.
     """
     params = {}
     takes = manifold_parameters(name)
     given = list(args.param or [])
     if args.radius is not None:
-        radius = args.radius[0] if len(args.radius) == 1 else args.radius
+        values = tuple(args.radius)
+        shown = ",".join(f"{v:g}" for v in values)
         if "radii" in takes:
-            given.append(("radii", (radius,) * len(takes["radii"]) if isinstance(radius, float) else radius))
+            count = len(takes["radii"])
+            if len(values) not in (1, count):
+                raise ValueError(f"--radius takes 1 or {count} values for manifold {name!r} (its radii), got {shown}")
+            given.append(("radii", values * count if len(values) == 1 else values))
+        elif "radius" in takes:
+            if len(values) != 1:
+                raise ValueError(f"--radius takes one value for manifold {name!r} (it has one radius), got {shown}")
+            given.append(("radius", values[0]))
         else:
-            given.append(("radius", radius))
+            rest = (f"its parameters, {sorted(takes)}, are set with --param NAME=VALUE" if takes
+                    else "it takes no parameters")
+            raise ValueError(f"--radius does not apply to manifold {name!r}, which has no radius; {rest}")
     if args.n_pixels is not None:
         given.append(("n_pixels", args.n_pixels))
     for key, value in given:
