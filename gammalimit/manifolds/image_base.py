@@ -34,10 +34,13 @@ def check_pixels(n_pixels) -> int:
     return n_pixels
 
 
-#: Default widths are those of the ``N = 32`` grid, widened on coarser grids to
-#: at least this many pixels: the pixel quadrature's relative metric error
-#: ``~ exp(-(pi sigma N)^2)`` is then about ``1e-5`` (``2e-3`` at one pixel).
-MIN_DEFAULT_PIXELS = 1.25
+#: Default widths are those of the ``N = 32`` grid, widened on grids so coarse
+#: that they would be narrower than this many pixels (the least :func:`check_sigma`
+#: allows), so that every default that worked before is unchanged. At one pixel
+#: the pixel quadrature's relative metric error ``~ exp(-(pi sigma N)^2)`` is
+#: about ``2e-3``, as for the ``N = 32`` widths at ``N = 20``
+#: (``metric_discretisation_error`` reports it; pass wider widths for more).
+MIN_DEFAULT_PIXELS = 1.0
 
 
 def default_width(width: float, n_pixels: int) -> float:

@@ -150,8 +150,8 @@ class TranslatingBlob(ImageManifold):
         Grid size ``N``, ``>= 8``; ``ambient_dim = N^2``.
     sigma : float, optional
         Blob width, in ``[1/N, 1/(2 margin))`` (at least one pixel; the square
-        of centres must not be empty). Default ``0.06``, widened to ``1.25/N``
-        on grids coarser than ``N = 21``
+        of centres must not be empty). Default ``0.06``, widened to one pixel
+        ``1/N`` on grids coarser than ``N = 17``
         (:func:`~gammalimit.manifolds.image_base.default_width`).
     margin : float, default 5.0
         Distance from the square of centres to the image border, in units of
@@ -171,8 +171,8 @@ class TranslatingBlob(ImageManifold):
             sigma = default_width(0.06, self.n_pixels)
             if sigma >= 0.5 / margin:
                 raise ValueError(f"TranslatingBlob with margin={margin:g} needs n_pixels > "
-                                 f"{2 * MIN_DEFAULT_PIXELS * margin:g} for its default sigma ({MIN_DEFAULT_PIXELS:g} pixels "
-                                 f"< 1/(2 margin)), got n_pixels={self.n_pixels}; "
+                                 f"{2 * MIN_DEFAULT_PIXELS * margin:g} for its default sigma (at least {MIN_DEFAULT_PIXELS:g} "
+                                 f"pixel wide, below 1/(2 margin)), got n_pixels={self.n_pixels}; "
                                  "or pass sigma")
         self.sigma = check_sigma(sigma, "sigma", self.n_pixels, math.nextafter(0.5 / margin, 0),
                                  "= 1/(2 margin), so that the square of centres is not empty")
@@ -277,7 +277,7 @@ class PeriodicBlob(ImageManifold):
     sigma : float, optional
         Blob width, in ``[1/N, 0.25]`` (at least one pixel; at most a quarter
         of the period, so that the image stays a blob). Default ``0.07``,
-        widened to ``1.25/N`` on grids coarser than ``N = 18``
+        widened to one pixel ``1/N`` on grids coarser than ``N = 15``
         (:func:`~gammalimit.manifolds.image_base.default_width`).
     """
 
@@ -374,9 +374,9 @@ class RotatingEllipse(ImageManifold):
     sigmas : pair of float, optional
         Axes ``sigma_1 > sigma_2``; ``sigma_2 >= 1/N`` (one pixel) and
         ``sigma_1 <= 1/8`` (the border at least four ``sigma_1`` from the
-        centre). Default ``(0.1, 0.05)`` for ``N >= 25``; on coarser grids
-        ``sigma_2 = 1.25/N`` (:func:`~gammalimit.manifolds.image_base.default_width`)
-        and ``sigma_1 = max(0.1, min(1/8, 2 sigma_2))``, which exist for ``N >= 11``.
+        centre). Default ``(0.1, 0.05)`` for ``N >= 20``; on coarser grids
+        ``sigma_2`` is one pixel ``1/N`` (:func:`~gammalimit.manifolds.image_base.default_width`)
+        and ``sigma_1 = max(0.1, min(1/8, 2 sigma_2))``, which exist for ``N >= 9``.
     """
 
     dim = 1
@@ -389,8 +389,8 @@ class RotatingEllipse(ImageManifold):
             s2 = default_width(0.05, self.n_pixels)
             sigmas = (max(0.1, min(0.125, 2 * s2)), s2)
             if not sigmas[0] > s2:
-                raise ValueError(f"RotatingEllipse needs n_pixels >= 11 for its default sigmas (sigma_2 = 1.25 pixels "
-                                 f"< sigma_1 <= 1/8), got n_pixels={self.n_pixels}; or pass sigmas")
+                raise ValueError(f"RotatingEllipse needs n_pixels >= 9 for its default sigmas (one pixel <= "
+                                 f"sigma_2 < sigma_1 <= 1/8), got n_pixels={self.n_pixels}; or pass sigmas")
         sigmas = check_reals(sigmas, "sigmas", 2, minimum=0.0, what="(sigma_1, sigma_2)")
         s1 = check_sigma(sigmas[0], "sigma_1", self.n_pixels, 0.125, "(the border four sigma_1 away)")
         s2 = check_sigma(sigmas[1], "sigma_2", self.n_pixels, 0.125, "(sigma_2 < sigma_1 <= 1/8)")
