@@ -2,6 +2,11 @@
 
 ``loss`` and ``train`` also take ``--data FILE.npy --dim m``: samples alone
 (a :class:`gammalimit.PointCloud`) in place of a registered manifold.
+
+An input the tool refuses (README, "What the tool refuses, and why") is one
+line on stderr naming the file or parameter and what to do, with exit status
+2; Ctrl-C is one line saying what was kept (for ``train``: the checkpoint and
+the command that resumes it), with exit status 130.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import shlex
 import sys
 
 from . import embeddings
@@ -242,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="run the studies and regenerate figures/")
     p.add_argument("studies", nargs="*", help=f"study names (default: all, in this order): {', '.join(available())}")
     p.add_argument("--quick", action="store_true", help="small sizes, as the tests run them")
-    p.add_argument("--out", default=None, help="output folder (default: figures/ of the repository)")
+    p.add_argument("--out", default=None, help="output folder, created with its missing parents and checked to "
+                   "be writable before any study runs (default: figures/ of the repository)")
     p.add_argument("--strict", action="store_true", help="exit with status 1 if any study check fails")
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("train", help="train an encoder on L_delta alone (gammalimit.train)")
@@ -267,7 +275,9 @@ def _add_train_args(p):
     p.add_argument("--latent-dim", type=int, default=None, help="latent dimension l >= m (default 2)")
     p.add_argument("--delta", type=float, default=None, help="pair scale (default: 0.05 injectivity radius)")
     p.add_argument("--lam", type=float, default=None, help="bending weight (default 0.01)")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 3000)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimiser steps (default 3000); with --resume, a larger value extends the run (the cosine "
+                        "schedule is stretched from the resume point on: not the same as a run started that long)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 256)")
     p.add_argument("--encoder", choices=ENCODERS, default=None, help="default mlp")
     p.add_argument("--hidden", type=_ints, default=None, help="hidden widths, e.g. 128,128")
@@ -279,9 +289,28 @@ def _add_train_args(p):
     p.add_argument("--eval-pairs", type=int, default=None, help="pairs of the final float64 L_delta")
     p.add_argument("--limit", choices=LIMIT_METHODS, default=None, help="how to evaluate L (default quadrature)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
-    p.add_argument("--out", default=None, help="run folder: checkpoint, metrics.csv, result.json")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--out", default=None,
+                   help="run folder (created with its missing parents): config.json, checkpoint.pt, metrics.csv, "
+                        "result.json, log.jsonl; locked while the run writes it, so a second run into it is refused")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint; only --steps, --checkpoint-every, "
+                        "--eval-pairs, --limit may differ from the stored run")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: OMP_NUM_THREADS if set, else half of torch's default of one per "
+                        "core, at least 1, so that a second run fits); give 1 to each of several runs on few cores")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def default_threads() -> int | None:
+    """Threads of ``train`` without ``--threads``: ``None`` (torch's, i.e. ``OMP_NUM_THREADS``) if that
+    variable is set, else half of torch's default (one per core), at least 1. Two runs of one thread per
+    core each on a shared machine oversubscribe it and run many times slower (README, "What the tool
+    refuses, and why"); half leaves room for a second run."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    import torch
+
+    return max(1, torch.get_num_threads() // 2)
 
 
 def cmd_train(args) -> dict:
@@ -311,11 +340,13 @@ def cmd_train(args) -> dict:
         if params:
             given["manifold_params"] = params
     config = dataclasses.replace(stored, **given) if args.resume else training.TrainConfig(**given)
-    result = training.train(config, out=args.out, resume=args.resume, progress=not args.no_progress)
+    result = training.train(config, out=args.out, resume=args.resume, progress=not args.no_progress,
+                            threads=default_threads() if args.threads is None else args.threads)
     ev = result.evaluation
     out = {"out": args.out, "manifold": config.manifold, "data": config.data, "penalty": config.penalty,
            "delta": config.delta, "strategy": config.strategy, "steps": result.steps, "seconds": result.seconds,
-           "pairs_per_second": result.pairs_per_second, "final_batch_loss": result.history[-1]["loss"],
+           "pairs_per_second": result.pairs_per_second, "threads": result.threads,
+           "final_batch_loss": result.history[-1]["loss"],
            "L_delta": ev["L_delta"]["total"], "L_delta_stderr": ev["L_delta"]["stderr"],
            "L": ev["L"]["total"] if "L" in ev else None,
            "float32_relative_error": ev["float32_relative_error"]["total"]}
@@ -350,10 +381,34 @@ def _print_human(result: dict) -> None:
         print(f"{key:>18}: {value}")
 
 
+def _interrupted(args, err: KeyboardInterrupt) -> str:
+    """The line printed on Ctrl-C: for ``train``, where the last checkpoint is and how to resume."""
+    from .train.loop import TrainingInterrupted
+
+    if not isinstance(err, TrainingInterrupted):
+        return f"gammalimit {args.command}: interrupted (Ctrl-C); files already written are complete"
+    where = f"interrupted at step {err.step} of {err.steps}"
+    if err.out is None:
+        return f"gammalimit train: {where}; without --out nothing was saved"
+    if err.checkpoint is None:
+        return (f"gammalimit train: {where}, before the first checkpoint (step {err.first_checkpoint}): nothing "
+                "to resume; run the same command again to start over")
+    command = f"gammalimit train --out {shlex.quote(str(err.out))} --resume"
+    if args.threads is not None:
+        command += f" --threads {args.threads}"
+    return (f"gammalimit train: {where}; the last checkpoint (step {err.checkpoint_step}) is {err.checkpoint}; "
+            f"continue with: {command}")
+
+
 def main(argv=None) -> int:
+    """Run the command line; return the exit status (0, 1 for a failed --strict check, 2 for a refused
+    input, 130 for Ctrl-C)."""
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
+    except KeyboardInterrupt as err:
+        print(_interrupted(args, err), file=sys.stderr)
+        return 130
     except (ValueError, TypeError) as err:
         print(f"gammalimit {args.command}: error: {err}", file=sys.stderr)
         return 2

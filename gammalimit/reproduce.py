@@ -18,7 +18,9 @@ one (:func:`load`) must not run it (the run sits behind
 benchmark ``bench_loss.py``) lack the four names and are not studies.
 
 Figures and JSON are written atomically (to a temporary file, then renamed),
-so an interrupted run never leaves a half-written file behind. The JSON holds
+so an interrupted run never leaves a half-written file behind. The output
+folder is created (with its parents) and checked to be writable before any
+study runs, so that a bad ``--out`` fails at once, not after the work. The JSON holds
 the parameters, the data, the summary and the wall time.
 """
 
@@ -33,6 +35,7 @@ import sys
 import time
 from pathlib import Path
 
+from .fileio import writable_folder
 from .fileio import write_atomic  # noqa: F401  (re-exported for studies)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,11 +185,19 @@ def print_summary(records: list[dict], file=sys.stdout) -> bool:
 
 
 def reproduce(names=None, *, quick: bool = False, out_dir=FIGURES, progress=print) -> list[dict]:
-    """Run the named studies (default: all available) and write their outputs."""
+    """Run the named studies (default: all available) and write their outputs to ``out_dir``.
+
+    Raises
+    ------
+    ValueError
+        On an unknown study name, or an ``out_dir`` that cannot be created or
+        written; both are checked before any study runs.
+    """
     names = list(names) if names else available()
     for n in names:
         if n not in available():
             raise ValueError(f"unknown study {n!r}; available: {available()}")
+    writable_folder(out_dir, "output folder")
     records = []
     for i, name in enumerate(names, 1):
         module = load(name)

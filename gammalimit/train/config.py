@@ -398,6 +398,21 @@ class TrainConfig:
         return cls(**data)
 
 
+#: Fields that ``--resume`` may change: the length of the run and what does not touch the weights (when
+#: checkpoints are written, the final evaluation, the divergence guard). ``steps`` may be raised to
+#: extend a run (or lowered, not below the checkpoint's step); the cosine schedule is then stretched to
+#: the new length from the resume point on (:class:`~gammalimit.train.WarmupCosine`), so an extended run is
+#: not bit for bit a run started with that many steps. Any other field is the run's identity.
+RESUME_MAY_CHANGE = ("steps", "checkpoint_every", "eval_pairs", "eval_seed", "limit", "divergence_ratio")
+
+
+def resume_conflicts(saved: TrainConfig, new: TrainConfig) -> dict:
+    """The fields outside :data:`RESUME_MAY_CHANGE` in which ``new`` differs from ``saved``:
+    ``{name: (saved value, new value)}``."""
+    return {f.name: (getattr(saved, f.name), getattr(new, f.name)) for f in dataclasses.fields(TrainConfig)
+            if f.name not in RESUME_MAY_CHANGE and getattr(saved, f.name) != getattr(new, f.name)}
+
+
 def _check_device(device) -> None:
     try:
         kind = torch.device(device).type

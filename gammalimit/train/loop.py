@@ -9,7 +9,11 @@ from a pool of cloud pairs (:meth:`gammalimit.PointCloud.pair_pool`, seeded by
 it resumes: the pool is a function of the config and the data, which the
 checkpoint names by their digest. A non-finite or diverging loss stops training
 with :class:`TrainingDiverged`; the last checkpoint (written only while the
-weights were finite) is kept.
+weights were finite) is kept. A run folder is created with its missing parents,
+checked to be writable before anything runs, and locked (an OS file lock,
+:class:`gammalimit.fileio.FolderLock`) for the whole run: a second process
+writing the same folder is refused. Ctrl-C (``KeyboardInterrupt``) ends a run
+with :class:`TrainingInterrupted`, which says which checkpoint is kept.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..fileio import FolderLock, writable_folder
 from ..loss import pair_terms
 from ..manifolds.point_cloud import PairPool
 from ..sampling import sample_pairs
@@ -35,6 +41,9 @@ from .networks import build_encoder, parameter_groups
 
 #: Seconds between progress lines when stderr is not a terminal (a log file).
 LOG_INTERVAL = 30.0
+
+#: Steps over which the progress bar reports the relative change of the smoothed loss.
+PROGRESS_WINDOW = 100
 
 
 class WarmupCosine:
@@ -67,10 +76,35 @@ def pool_seed(seed: int) -> int:
 
 def progress_bar(total: int, start: int, enabled: bool):
     """A tqdm bar on stderr: redrawn in place on a terminal, a line every
-    :data:`LOG_INTERVAL` seconds otherwise."""
+    :data:`LOG_INTERVAL` seconds otherwise. Its postfix (:func:`progress_postfix`)
+    shows the loss, the learning rate and how much the smoothed loss moved."""
     tty = sys.stderr.isatty()
     return tqdm(total=total, initial=start, file=sys.stderr, disable=not enabled, unit="step",
                 mininterval=0.1 if tty else LOG_INTERVAL, dynamic_ncols=tty)
+
+
+def progress_postfix(loss: float, lr: float, smoothed: deque, first: float | None) -> str:
+    """``loss 0.0123 | lr 9.9e-04 | -3.1%/100 steps | -97% overall``: the batch loss, the learning rate,
+    and the relative change of the smoothed loss (the divergence monitor's moving average) over the
+    last ``len(smoothed) - 1`` steps and since the first step, so that a slow run is seen to move."""
+    text = f"loss {loss:.4g} | lr {lr:.2g}"
+    if len(smoothed) > 1 and smoothed[0] > 0:
+        text += f" | {100 * (smoothed[-1] / smoothed[0] - 1):+.2g}%/{len(smoothed) - 1} steps"
+    if first and smoothed:
+        text += f" | {100 * (smoothed[-1] / first - 1):+.3g}% overall"
+    return text
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (``KeyboardInterrupt``) ended a run after ``step`` of ``steps`` steps; ``checkpoint``
+    is the path of the checkpoint kept (``None`` if none was written), at step ``checkpoint_step``.
+    ``first_checkpoint`` is the step at which the first checkpoint would have been written."""
+
+    def __init__(self, message: str, *, step: int, steps: int, out, checkpoint: str | None,
+                 checkpoint_step: int | None, first_checkpoint: int):
+        super().__init__(message)
+        self.step, self.steps, self.out, self.checkpoint = step, steps, out, checkpoint
+        self.checkpoint_step, self.first_checkpoint = checkpoint_step, first_checkpoint
 
 
 class TrainingDiverged(ValueError):
@@ -108,6 +142,8 @@ class TrainResult:
         (to compute it, in the last segment of the run that trained; not counted in ``seconds``)
         and, for projected midpoints, ``fit`` (the residuals of the local fits
         of its last block, :attr:`gammalimit.PointCloud.last_fit`).
+    threads : int
+        torch's intra-op threads in the last segment of the run (:class:`Trainer`'s ``threads``).
     """
 
     config: TrainConfig
@@ -119,11 +155,13 @@ class TrainResult:
     seconds: float = 0.0
     pairs_per_second: float = 0.0
     pool: dict | None = None
+    threads: int | None = None
 
     def to_dict(self) -> dict:
         """Plain data (no model, no per-step history)."""
         return {"config": self.config.to_dict(), "steps": self.steps, "seconds": self.seconds,
-                "pairs_per_second": self.pairs_per_second, "pool": self.pool, "evaluation": self.evaluation,
+                "pairs_per_second": self.pairs_per_second, "threads": self.threads, "pool": self.pool,
+                "evaluation": self.evaluation,
                 "final_loss": self.history[-1]["loss"] if self.history else None, "probes": self.probes}
 
 
@@ -134,8 +172,10 @@ class Trainer:
     ----------
     config : TrainConfig
     out : str or Path, optional
-        Run folder (:mod:`gammalimit.train.checkpoint`); without it nothing
-        is written and a run cannot be resumed.
+        Run folder (:mod:`gammalimit.train.checkpoint`), created with its
+        missing parents; without it nothing is written and a run cannot be
+        resumed. One process at a time may write it (a second is refused
+        with :class:`gammalimit.fileio.FolderLocked`).
     progress : bool
         Draw a progress bar on stderr.
     callback : callable, optional
@@ -143,10 +183,16 @@ class Trainer:
         and at the last step (e.g. to follow the radius of a learned circle);
         its time counts in the wall time.
     probe_every : int
+    threads : int, optional
+        torch's intra-op threads for the run (``torch.set_num_threads``, the
+        previous value restored afterwards); ``None`` leaves torch's setting
+        (by default ``OMP_NUM_THREADS`` if set, else the number of cores).
+        Two runs of many threads each on few cores slow each other down far
+        more than twice; give each ``threads=1`` then.
     """
 
     def __init__(self, config: TrainConfig, *, out=None, progress: bool = True, callback=None,
-                 probe_every: int = 100):
+                 probe_every: int = 100, threads: int | None = None):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config = config
@@ -154,6 +200,7 @@ class Trainer:
         self.progress = progress
         self.callback = callback
         self.probe_every = check_count(probe_every, "probe_every")
+        self.threads = None if threads is None else check_count(threads, "threads")
         self.manifold = config.make_manifold()
         self.device = torch.device(config.device)
         self.pool = None  # the record of the pair pool (result.json)
@@ -193,15 +240,23 @@ class Trainer:
         state = files.load_checkpoint(self._checkpoint_path(), self.config)
         files.check_data(state, self.manifold, self._checkpoint_path())
         model, opt, sched, monitor = self._fresh_state()
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        files.restore_rng(state)
+        files.restore(state, self._checkpoint_path(), model, opt, sched)
+        if state["saved_config"].steps != self.config.steps:
+            self._stretch_schedule(opt, sched)
         monitor.update(state["monitor"])
         self.pool = state.get("pool")  # recomputed, and its record renewed, if steps remain
         step = state["step"]
-        history = files.read_metrics(self.out / files.METRICS, step) if (self.out / files.METRICS).exists() else []
+        history = files.read_metrics(self.out / files.METRICS, step, files.metric_fields(self.config.penalty))
         return step, model, opt, sched, monitor, state["pairs"], state["seconds"], history
+
+    def _stretch_schedule(self, opt, sched) -> None:
+        """A resume that changes ``steps``: the cosine runs to the new last step from here on (the
+        learning rate jumps to the value the longer schedule has at this step)."""
+        for fn in sched.lr_lambdas:
+            fn.total = self.config.steps
+        for group, base, fn in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * fn(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in opt.param_groups]
 
     def run(self, *, resume: bool = False, evaluate_final: bool = True) -> TrainResult:
         """Train (from scratch, or from the last checkpoint with ``resume``).
@@ -209,15 +264,72 @@ class Trainer:
         Raises
         ------
         ValueError
-            ``resume`` without a checkpoint or with a checkpoint of another
-            configuration; a fresh run into a folder that holds a checkpoint.
+            An output folder that cannot be written; ``resume`` without a
+            checkpoint, with a damaged file in the folder, or with a checkpoint
+            of another configuration; a fresh run into a folder that holds a
+            checkpoint (each checked before anything is written).
+        gammalimit.fileio.FolderLocked
+            If another process is writing the output folder.
         TrainingDiverged
             On a non-finite or diverging loss (the last good checkpoint is kept).
+        TrainingInterrupted
+            On ``KeyboardInterrupt`` (Ctrl-C); the last checkpoint is kept.
         """
+        lock = None
+        if self.out is not None:
+            if resume and not self.out.is_dir():
+                raise ValueError(f"no checkpoint to resume from: the run folder {self.out} does not exist; start "
+                                 "the run without resume (--resume), or give the folder that holds it")
+            writable_folder(self.out, "run folder")
+            lock = FolderLock(self.out, files.LOCK, "run folder")
+        threads = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        self._done, self._last_good, self._started = 0, None, False
+        try:
+            result = self._run(resume, evaluate_final)
+        except KeyboardInterrupt:
+            self._log("interrupted")
+            raise self._interrupted() from None
+        except TrainingDiverged:
+            self._log("diverged")
+            raise
+        except BaseException:
+            self._log("failed")
+            raise
+        else:
+            self._log("finished")
+            return result
+        finally:
+            torch.set_num_threads(threads)
+            if lock is not None:
+                lock.release()
+
+    def _log(self, event: str, **fields) -> None:
+        """A line of ``log.jsonl`` (only once the run has started writing its folder)."""
+        if self.out is not None and self._started:
+            files.append_log(self.out, event, step=self._done, checkpoint_step=self._last_good, **fields)
+
+    def _interrupted(self) -> TrainingInterrupted:
+        c, step, good = self.config, self._done, self._last_good
+        first = min(c.checkpoint_every, c.steps)
+        if self.out is None:
+            kept, path = "the run has no output folder, so nothing is kept", None
+        elif good is None:
+            kept, path = f"no checkpoint was written yet (the first comes at step {first})", None
+        else:
+            path = str(self._checkpoint_path())
+            kept = f"the last checkpoint (step {good}) is kept at {path}; resume=True continues from it"
+        return TrainingInterrupted(f"training interrupted at step {step} of {c.steps}: {kept}", step=step,
+                                   steps=c.steps, out=self.out, checkpoint=path, checkpoint_step=good,
+                                   first_checkpoint=first)
+
+    def _run(self, resume: bool, evaluate_final: bool) -> TrainResult:
         c = self.config
         if resume:
             start, model, opt, sched, monitor, pairs_seen, seconds, history = self._resume()
             probes = files.read_probes(self.out, start)
+            self._done = self._last_good = start
         else:
             if self.out is not None and self._checkpoint_path().exists():
                 raise ValueError(f"{self._checkpoint_path()} exists: pass resume=True (--resume) to continue "
@@ -227,10 +339,14 @@ class Trainer:
         source = self.pair_source() if start < c.steps else None
         log = None
         if self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
             files.write_config(self.out, c)
             log = files.MetricsLog(self.out / files.METRICS, files.metric_fields(c.penalty), history)
+            self._started = True
+            self._log("resume" if resume else "start", steps=c.steps, threads=torch.get_num_threads(),
+                      torch=torch.__version__)
         bar = progress_bar(c.steps, start, self.progress)
+        smoothed = deque(maxlen=PROGRESS_WINDOW + 1)
+        first = history[0]["loss"] if history else None
         last_good = start if (resume or self.out is None) else None
         t_start = time.perf_counter() - seconds
         model.train()
@@ -260,7 +376,9 @@ class Trainer:
                 history.append(row)
                 if log:
                     log.write(row)
-                done = step + 1
+                done = self._done = step + 1
+                first = row["loss"] if first is None else first
+                smoothed.append(monitor["ema"])
                 if self.callback is not None and (done % self.probe_every == 0 or done == c.steps):
                     probe = dict(self.callback(done, model) or {})
                     probes.append({"step": done, "seconds": time.perf_counter() - t_start, **probe})
@@ -274,8 +392,8 @@ class Trainer:
                                           pool=self.pool)
                     if self.callback is not None:
                         files.write_probes(self.out, probes)
-                    last_good = done
-                bar.set_postfix_str(f"loss {row['loss']:.4g}", refresh=False)
+                    last_good = self._last_good = done
+                bar.set_postfix_str(progress_postfix(row["loss"], lr, smoothed, first), refresh=False)
                 bar.update()
         finally:
             bar.close()
@@ -283,7 +401,7 @@ class Trainer:
                 log.close()
         seconds = time.perf_counter() - t_start
         result = TrainResult(c, model, history, probes, {}, c.steps, seconds, pairs_seen / max(seconds, 1e-9),
-                             self.pool)
+                             self.pool, torch.get_num_threads())
         if evaluate_final:
             result.evaluation = evaluate(model, c, self.manifold)
         if self.out is not None:
@@ -315,7 +433,7 @@ class Trainer:
 
 
 def train(config: TrainConfig, *, out=None, resume: bool = False, progress: bool = True, callback=None,
-          probe_every: int = 100, evaluate_final: bool = True) -> TrainResult:
+          probe_every: int = 100, evaluate_final: bool = True, threads: int | None = None) -> TrainResult:
     """Train an encoder on ``L_delta``; see :class:`Trainer`.
 
     Parameters
@@ -323,11 +441,16 @@ def train(config: TrainConfig, *, out=None, resume: bool = False, progress: bool
     config : TrainConfig or None
         With ``resume`` and ``config=None``, the configuration stored in
         ``out`` is used.
-    out, progress, callback, probe_every
+    out, progress, callback, probe_every, threads
         See :class:`Trainer`.
     resume : bool
         Continue from ``out/checkpoint.pt``; the result equals that of an
-        uninterrupted run (bit for bit on the same machine).
+        uninterrupted run (bit for bit on the same machine). ``config`` may
+        differ from the stored one only in the fields of
+        :data:`~gammalimit.train.config.RESUME_MAY_CHANGE`; a longer ``steps``
+        extends a finished run, with the cosine schedule stretched to the new
+        length from the resume point (so not bit for bit a run started with
+        that many steps).
     evaluate_final : bool
         Evaluate the trained encoder in float64 (:func:`~gammalimit.train.evaluate`).
 
@@ -339,5 +462,6 @@ def train(config: TrainConfig, *, out=None, resume: bool = False, progress: bool
         if not resume or out is None:
             raise TypeError("config is required unless resuming from an output folder")
         config = files.load_config(out)
-    return Trainer(config, out=out, progress=progress, callback=callback, probe_every=probe_every).run(
+    return Trainer(config, out=out, progress=progress, callback=callback, probe_every=probe_every,
+                   threads=threads).run(
         resume=resume, evaluate_final=evaluate_final)
