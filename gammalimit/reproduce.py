@@ -165,6 +165,7 @@ def study_main(module, argv=None) -> dict:
     p.add_argument("--out", default=str(FIGURES), help="output folder (default: figures/)")
     args = p.parse_args(argv)
     params = module.Params.quick() if args.quick else module.Params()
+    writable_folder(args.out, "output folder")  # before the study runs, not when it first saves
     record = run_study(module, params, Path(args.out), Path(module.__file__).stem)
     print_summary([record])
     return record

@@ -129,6 +129,15 @@ def test_reproduce_checks_out_before_running_anything(tmp_path, capsys, monkeypa
                    + message)
 
 
+def test_a_study_script_checks_out_before_running(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(repro, "run_study", lambda *a, **kw: pytest.fail("the study ran before --out was checked"))
+    study = SimpleNamespace(__doc__="a study", __file__="studies/fake.py", Params=SimpleNamespace(quick=dict))
+    with pytest.raises(ValueError, match=r"output folder /dev/null/figs lies under /dev/null, which is a file"):
+        repro.study_main(study, ["--quick", "--out", "/dev/null/figs"])
+
+
 def test_reproduce_help_lists_the_studies(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["reproduce", "--help"])
