@@ -1,11 +1,20 @@
 """Derivatives of an encoder along a data manifold, by forward-mode autodiff (``torch.func``).
 
-Two independent routes give the covariant Hessian ``H``: chart derivatives
-with Christoffel symbols (:func:`encoder_jet`, the primary route), and the
-second derivative of ``t -> phi(exp_x(t v))`` at ``t = 0``
-(:func:`geodesic_jet`). :func:`encoder_geometry` expresses a jet in a
-``g``-orthonormal frame; :func:`directional_jet` evaluates ``Dphi v`` and
-``H(v, v)`` at the ``(x, v)`` of sampled pairs.
+Three routes give the covariant Hessian ``H``:
+
+- chart derivatives with Christoffel symbols (:func:`encoder_jet`): the full
+  ``Dphi`` and ``H`` at each point, per point through ``vmap``; the
+  quadrature uses it, and it checks the others;
+- ``H(v, v)`` as the second derivative of ``phi`` along the chart geodesic
+  ``u(t) = u + t c - t^2 Gamma(c, c) / 2`` (:func:`curve_jet`): one nested
+  ``jvp`` over the whole batch, no ``vmap``, so it needs an encoder that acts
+  row by row (checked); the fast route for sampled pairs;
+- the second derivative of ``t -> phi(exp_x(t v))`` at ``t = 0``
+  (:func:`geodesic_jet`), through the manifold's ``exp`` only.
+
+:func:`encoder_geometry` expresses a jet in a ``g``-orthonormal frame;
+:func:`directional_jet` evaluates ``Dphi v`` and ``H(v, v)`` at the
+``(x, v)`` of sampled pairs by any route.
 """
 
 from __future__ import annotations
@@ -16,10 +25,11 @@ import torch
 from torch.func import jacfwd, jvp, vmap
 
 from .geometry import (EncoderGeometry, chart_orthonormal_frame, christoffel_from_metric, covariant_hessian,
-                       metric_distortion)
+                       geodesic_acceleration, metric_distortion, solve_small)
 from .loss import evaluate_encoder
 from .manifolds.base import DTYPE
 from .penalties import DirectionalJet
+from .validation import check_choice
 
 #: Points per vectorised batch of second derivatives (bounds memory).
 CHUNK = 2048
@@ -122,23 +132,32 @@ class EncoderJet:
     hessian: torch.Tensor
 
     def tangent_components(self, v: torch.Tensor, atol: float = 1e-8) -> torch.Tensor:
-        """Chart components ``c`` of ambient tangent vectors ``v = d_i X c^i``.
+        """Chart components ``c`` of ambient tangent vectors ``v = d_i X c^i``
+        (:func:`tangent_components`), ``shape=[k, m]``."""
+        return tangent_components(self.chart_jacobian, v, self.u, atol)
 
-        ``v`` ``shape=[k, n]``; returns ``shape=[k, m]``. Raises ``ValueError``
-        if ``v`` is not tangent (relative residual above ``atol``).
-        """
-        DX = self.chart_jacobian
-        c = torch.linalg.solve(torch.einsum("kni,knj->kij", DX, DX), torch.einsum("kni,kn->ki", DX, v))
-        resid = torch.linalg.vector_norm(torch.einsum("kni,ki->kn", DX, c) - v, dim=-1)
-        scale = torch.linalg.vector_norm(v, dim=-1).clamp_min(1.0)
-        bad = ~(resid <= atol * scale)
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            raise ValueError(
-                f"{int(bad.sum())} vector(s) v are not tangent to M at x; first: residual "
-                f"{resid[i].item():.3g} off the tangent plane at chart point {self.u[i].tolist()}"
-            )
-        return c
+
+def tangent_components(chart_jacobian: torch.Tensor, v: torch.Tensor, u: torch.Tensor,
+                       atol: float = 1e-8) -> torch.Tensor:
+    """Chart components ``c`` of ambient tangent vectors ``v = d_i X c^i`` (least squares).
+
+    ``chart_jacobian`` ``shape=[k, n, m]`` (``d_i X`` at chart points ``u``
+    ``shape=[k, m]``), ``v`` ``shape=[k, n]``; returns ``shape=[k, m]``.
+    Raises ``ValueError`` if ``v`` is not tangent (relative residual above ``atol``).
+    """
+    DX = chart_jacobian
+    DXt = DX.transpose(1, 2)
+    c = solve_small(DXt @ DX, (DXt @ v[:, :, None])[..., 0])
+    resid = torch.linalg.vector_norm((DX @ c[:, :, None])[..., 0] - v, dim=-1)
+    scale = torch.linalg.vector_norm(v, dim=-1).clamp_min(1.0)
+    bad = ~(resid <= atol * scale)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(
+            f"{int(bad.sum())} vector(s) v are not tangent to M at x; first: residual "
+            f"{resid[i].item():.3g} off the tangent plane at chart point {u[i].tolist()}"
+        )
+    return c
 
 
 def _chart_point_function(phi_fn, chart):
@@ -209,7 +228,13 @@ def _jet_chunk(phi_fn, chart, u):
 
 
 def _check_metric(g, u):
-    ok = torch.linalg.cholesky_ex(g).info == 0
+    m = g.shape[-1]
+    if m == 1:
+        ok = g[:, 0, 0] > 0
+    elif m == 2:  # Sylvester's criterion: cheaper than a batched Cholesky of tiny matrices
+        ok = (g[:, 0, 0] > 0) & (g[:, 0, 0] * g[:, 1, 1] - g[:, 0, 1] * g[:, 1, 0] > 0)
+    else:
+        ok = torch.linalg.cholesky_ex(g).info == 0
     if not ok.all():
         i = int((~ok).nonzero()[0])
         raise ValueError(
@@ -375,13 +400,177 @@ def geodesic_jet(phi, manifold, x, v, *, offset: float | None = None) -> tuple[t
 
 
 # --------------------------------------------------------------------------
+# jvp route: derivatives along the chart geodesic, one batched nested jvp
+
+#: Ambient floats per batch of the jvp route: each ``torch.func`` call has a
+#: large fixed cost (milliseconds), so batches are as large as memory allows.
+JVP_FLOATS = 1 << 22
+
+
+def chart_derivatives(chart, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Metric ``g``, ``d_i X`` and ``d_l g_ij`` at chart points, by one batched ``jvp``.
+
+    Parameters
+    ----------
+    chart : Chart
+    u : tensor, shape=[k, m]
+
+    Returns
+    -------
+    metric : tensor, shape=[k, m, m]
+    chart_jacobian : tensor, shape=[k, n, m]
+        ``[:, :, i] = d_i X``.
+    metric_derivative : tensor, shape=[k, m, m, m]
+        ``[:, i, j, l] = d_l g_ij``.
+    """
+    k, m = u.shape
+    # the m coordinate directions as one batch of m k rows
+    basis = torch.eye(m, dtype=u.dtype).repeat_interleave(k, 0)
+    (_, g), (dX, dg) = _differentiate(jvp, lambda z: (chart.embed(z), chart.metric(z)), (u.repeat(m, 1),), (basis,))
+    return (g[:k], dX.reshape(m, k, -1).permute(1, 2, 0), dg.reshape(m, k, m, m).permute(1, 2, 3, 0))
+
+
+def curve_jet(phi_fn, chart, u: torch.Tensor, c: torch.Tensor, acceleration: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and second derivatives of ``t -> phi(X(u(t)))`` at ``t = 0`` for the
+    curves ``u(t) = u + t c + t^2 a / 2``, by one nested ``jvp`` over the batch.
+
+    ``d/dt = D(phi o X) c`` and ``d^2/dt^2 = D^2(phi o X)[c, c] + D(phi o X) a``:
+    with ``a = -Gamma(c, c)`` (:func:`~gammalimit.geometry.geodesic_acceleration`)
+    the curve is the geodesic to second order and these are ``Dphi v`` and
+    ``H(v, v)``, equal to the chart route's up to round-off. No ``vmap``: the
+    batch is differentiated as one function, so ``phi`` must act row by row
+    (:func:`check_rowwise`).
+
+    Parameters
+    ----------
+    phi_fn : callable
+        ``shape=[k, n] -> shape=[k, l]`` (see :func:`encoder_function`).
+    chart : Chart
+    u, c, acceleration : tensor, each shape=[k, m]
+
+    Returns
+    -------
+    velocity, acceleration : tensor, each shape=[k, l]
+    """
+    def along(z, w):  # D(phi o X)(z) w
+        return jvp(lambda y: phi_fn(chart.embed(y)), (z,), (w,))[1]
+
+    return _differentiate(jvp, along, (u, c), (c, acceleration))
+
+
+def check_rowwise(phi_fn, manifold, n_probe: int = 8, rtol: float = 1e-9) -> None:
+    """Raise ``ValueError`` if ``phi`` mixes the rows of its batch.
+
+    The jvp route differentiates a whole batch as one function: that gives
+    each point's own derivatives only if row ``i`` of ``phi(x)`` depends on
+    ``x_i`` alone (not so for BatchNorm in training mode, or for anything
+    that normalises over the batch). Checked on ``n_probe`` points of ``M``:
+    ``phi`` on the batch against ``phi`` on its two halves, and the ``jvp``
+    of a tangent in the first row only, which must leave the other rows at 0.
+    """
+    x = manifold.sample(n_probe, torch.Generator().manual_seed(0)).to(DTYPE)
+    half = n_probe // 2
+
+    def refuse(what):
+        raise ValueError(
+            f"phi mixes the rows of its batch ({what}): it is not a function of one point, e.g. BatchNorm in "
+            "training mode or Dropout. Call phi.eval() first; route='chart' differentiates each point alone "
+            "(through vmap)"
+        )
+
+    with torch.no_grad():
+        whole = phi_fn(x)
+        split = torch.cat([phi_fn(x[:half]), phi_fn(x[half:])])
+        gap = float((whole - split).abs().max()) / (float(whole.abs().max()) + 1e-300)
+        if not gap <= rtol:
+            refuse(f"a row's code changed by {gap:.2g} relative when the batch was split in two")
+        tangent = torch.zeros_like(x)
+        tangent[0] = 1.0
+        _, moved = _differentiate(jvp, phi_fn, (x,), (tangent,))
+    leak = float(moved[1:].abs().max()) / (float(moved.abs().max()) + 1e-300)
+    if not leak <= rtol:
+        refuse(f"a tangent in one row moved the others' codes by {leak:.2g} relative")
+
+
+def jvp_jet(phi, manifold, x, v, *, check: bool = True) -> DirectionalJet:
+    """``v.Bv``, ``Dphi v`` and ``H(v, v)`` by the jvp route (:func:`curve_jet`).
+
+    ``c`` are the chart components of ``v`` (as in the chart route), and
+    ``v.Bv = |Dphi v|^2 - c.g c``. With ``check``, ``phi`` is checked to act
+    row by row (:func:`check_rowwise`) and the derivatives at three points
+    are compared with central differences of ``phi`` along the curve (a
+    ``detach`` inside ``phi`` would otherwise give silently wrong zeros).
+
+    Parameters and return value as :func:`directional_jet`.
+    """
+    phi_fn = encoder_function(phi)
+    x = torch.as_tensor(x, dtype=DTYPE)
+    v = torch.as_tensor(v, dtype=DTYPE)
+    if v.shape != x.shape:
+        raise ValueError(f"v must have the shape of x, {tuple(x.shape)}, got {tuple(v.shape)}")
+    chart = manifold.chart
+    u_all = _chart_points_of(manifold, x)
+    if check:
+        check_rowwise(phi_fn, manifold)
+    rows = max(256, JVP_FLOATS // max(1, manifold.ambient_dim))
+    parts = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], rows):
+            u = u_all[i : i + rows]
+            g, DX, dg = chart_derivatives(chart, u)
+            _check_metric(g, u)
+            c = tangent_components(DX, v[i : i + rows], u)
+            a = geodesic_acceleration(g, dg, c)
+            velocity, Hvv = curve_jet(phi_fn, chart, u, c, a)
+            if check and i == 0:
+                _check_along_curves(phi_fn, chart, u, c, a, velocity, Hvv,
+                                    step=1e-4 * min(1.0, manifold.injectivity_radius))
+            cgc = (c * (g @ c[:, :, None])[..., 0]).sum(-1)
+            parts.append((torch.einsum("ka,ka->k", velocity, velocity) - cgc, velocity, Hvv))
+    jet = DirectionalJet(*(torch.cat(p) for p in zip(*parts)))
+    if jet.velocity.shape[1] < chart.dim:
+        raise ValueError(f"phi has latent dimension l = {jet.velocity.shape[1]}; the limit needs l >= m = {chart.dim}")
+    bad = ~(torch.isfinite(jet.velocity).all(-1) & torch.isfinite(jet.Hvv).all(-1))
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(
+            f"phi has non-finite first or second derivatives at {int(bad.sum())} of {x.shape[0]} points; "
+            f"first at x = {x[i].tolist()[:8]}: phi must be twice differentiable on M"
+        )
+    return jet
+
+
+def _check_along_curves(phi_fn, chart, u, c, a, velocity, Hvv, step: float, n_probe: int = 3,
+                        rtol: float = 1e-4):
+    """Raise if ``Dphi v`` and ``H(v, v)`` at ``n_probe`` of the points disagree with
+    central differences of ``phi(X(u + t c + t^2 a / 2))`` at ``t = 0, +-step``
+    (relative deviation above ``rtol``; the differences are accurate to about
+    ``1e-8``)."""
+    idx = torch.linspace(0, u.shape[0] - 1, min(n_probe, u.shape[0])).round().long()
+    t = torch.tensor([-step, 0.0, step], dtype=DTYPE)[:, None, None]
+    curve = (u[idx] + t * c[idx] + 0.5 * t**2 * a[idx]).reshape(-1, u.shape[1])
+    with torch.no_grad():
+        down, mid, up = phi_fn(chart.embed(curve)).reshape(3, len(idx), -1)
+    diff1, diff2 = (up - down) / (2 * step), (up - 2 * mid + down) / step**2
+    scale = float(Hvv[idx].abs().max() + velocity[idx].abs().max() + diff2.abs().max()) + 1e-300
+    err = max(float((diff1 - velocity[idx]).abs().max()), float((diff2 - Hvv[idx]).abs().max())) / scale
+    if not err <= rtol:
+        raise ValueError(
+            "phi's autodiff derivatives along the geodesic disagree with central differences of its values "
+            f"(relative deviation {err:.3g} > {rtol}): phi is not twice differentiable where needed, or it "
+            "detaches its input from the computation (.detach(), .data, no_grad inside)"
+        )
+
+
+# --------------------------------------------------------------------------
 # the per-pair limit
 
 
-ROUTES = ("chart", "geodesic")
+ROUTES = ("jvp", "chart", "geodesic")
 
 
-def directional_jet(phi, manifold, x, v, *, route: str = "chart", check: bool = True) -> DirectionalJet:
+def directional_jet(phi, manifold, x, v, *, route: str = "jvp", check: bool = True) -> DirectionalJet:
     """``v.Bv``, ``Dphi v`` and ``H(v, v)`` for unit tangent vectors ``v`` at ``x``.
 
     Parameters
@@ -390,18 +579,24 @@ def directional_jet(phi, manifold, x, v, *, route: str = "chart", check: bool = 
     manifold : Manifold
     x, v : tensor, each shape=[k, ambient_dim]
         Points on ``M`` and ``g``-unit tangent vectors at them.
-    route : {"chart", "geodesic"}
-        Chart derivatives with Christoffel symbols (:func:`encoder_jet`), or
-        derivatives along the geodesic (:func:`geodesic_jet`; there
-        ``|v|_g = 1`` is taken as given and ``v.Bv = |Dphi v|^2 - 1``).
+    route : {"jvp", "chart", "geodesic"}
+        Second derivatives along the chart geodesic by one batched nested
+        ``jvp`` (:func:`jvp_jet`, the default and the fastest; ``phi`` must
+        act row by row), full chart derivatives with Christoffel symbols
+        (:func:`encoder_jet`), or derivatives along the geodesic through the
+        manifold's ``exp`` (:func:`geodesic_jet`; there ``|v|_g = 1`` is taken
+        as given and ``v.Bv = |Dphi v|^2 - 1``). The three agree to round-off.
     check : bool
-        See :func:`encoder_jet`.
+        See :func:`encoder_jet` and :func:`jvp_jet`.
 
     Returns
     -------
     DirectionalJet
         ``vBv`` ``shape=[k]``, ``velocity`` and ``Hvv`` ``shape=[k, l]``.
     """
+    check_choice(route, "route", ROUTES)
+    if route == "jvp":
+        return jvp_jet(phi, manifold, x, v, check=check)
     if route == "chart":
         jet = encoder_jet(phi, manifold.chart, _chart_points_of(manifold, x), check=check)
         c = jet.tangent_components(torch.as_tensor(v, dtype=DTYPE))
@@ -411,10 +606,9 @@ def directional_jet(phi, manifold, x, v, *, route: str = "chart", check: bool = 
     if route == "geodesic":
         velocity, acceleration = geodesic_jet(phi, manifold, x, v)
         return DirectionalJet((velocity**2).sum(-1) - 1.0, velocity, acceleration)
-    raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
 
 
-def directional_derivatives(phi, manifold, x, v, *, route: str = "chart", check: bool = True):
+def directional_derivatives(phi, manifold, x, v, *, route: str = "jvp", check: bool = True):
     """``(v.Bv, H(v, v))`` of :func:`directional_jet`, ``shape=[k]`` and ``shape=[k, l]``."""
     jet = directional_jet(phi, manifold, x, v, route=route, check=check)
     return jet.vBv, jet.Hvv

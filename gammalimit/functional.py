@@ -20,20 +20,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .derivatives import CHUNK, directional_jet, encoder_function, encoder_jet
+from .derivatives import CHUNK, ROUTES, directional_jet, encoder_function, encoder_jet
 from .estimate import stream_estimate
 from .geometry import EncoderGeometry, chart_orthonormal_frame
 from .loss import TermResult, Terms, encoder_input_error, pair_terms, probe_point
 from .manifolds.base import DTYPE
 from .penalties import get_penalty
 from .sampling import PairSample, get_strategy
-from .validation import check_count, check_lam, check_manifold, check_real, check_seed
+from .validation import check_choice, check_count, check_lam, check_manifold, check_real, check_seed
 
 # --------------------------------------------------------------------------
 # the per-pair limit
 
 
-def limit_terms(phi, manifold, pairs: PairSample, *, penalty="squared", route: str = "chart",
+def limit_terms(phi, manifold, pairs: PairSample, *, penalty="squared", route: str = "jvp",
                 check: bool = True) -> Terms:
     """Each penalty term's per-pair limit ``r^p f(v)`` at the pairs' own ``(x, v, r)``.
 
@@ -49,8 +49,16 @@ def limit_terms(phi, manifold, pairs: PairSample, *, penalty="squared", route: s
     manifold : Manifold
     pairs : PairSample
     penalty : str or Penalty
-    route, check
-        See :func:`gammalimit.derivatives.directional_jet`.
+    route : {"jvp", "chart", "geodesic"}
+        How ``Dphi v`` and ``H(v, v)`` are computed
+        (:func:`gammalimit.derivatives.directional_jet`): ``"jvp"`` (default)
+        differentiates ``phi`` along each pair's geodesic by one batched
+        nested ``jvp`` and needs an encoder that acts row by row (checked);
+        ``"chart"`` forms the full chart Hessian point by point, about ten
+        times slower. They agree to round-off.
+    check : bool
+        Check the encoder (row by row, derivatives against central
+        differences) on a few points first.
 
     Returns
     -------
@@ -63,7 +71,7 @@ def limit_terms(phi, manifold, pairs: PairSample, *, penalty="squared", route: s
 
 
 def limit_integrand(phi, manifold, pairs: PairSample, *, lam: float, penalty="squared",
-                    route: str = "chart") -> torch.Tensor:
+                    route: str = "jvp") -> torch.Tensor:
     """``sum_t c_t r^p f_t(v)`` at each pair's ``(x, v, r)``, ``shape=[k]``
     (default ``r^4 [ (v.Bv)^2 + lam |H(v,v)|^2 / 16 ]``).
 
@@ -336,7 +344,7 @@ class GapEstimate(TermResult):
 
 def discrete_minus_limit(phi, manifold, *, delta: float, lam: float, n: int, penalty="squared",
                          strategy="shell", antithetic: bool = False, qmc: bool = False, seed: int = 0,
-                         qmc_replicates: int = 8, route: str = "chart") -> GapEstimate:
+                         qmc_replicates: int = 8, route: str = "jvp") -> GapEstimate:
     """Estimate ``L_delta - L`` with common random numbers (docs/theory.md, section 2).
 
     Each pair contributes ``l(x, y) - l_0(x, v, r)``: its penalty terms
@@ -360,6 +368,7 @@ def discrete_minus_limit(phi, manifold, *, delta: float, lam: float, n: int, pen
     pen = get_penalty(penalty)
     strat = get_strategy(strategy)
     seed = check_seed(seed)
+    check_choice(route, "route", ROUTES)
     phi_fn = _float64_encoder(phi, check_manifold(manifold))
     first = [True]
 

@@ -6,6 +6,7 @@ The formulas, each once::
     H_ij = d_i d_j (phi o X) - Gamma^k_ij d_k (phi o X)      covariant Hessian
     H    = P_T H + P_N H                                     tangential / normal parts,
                                                              P_T onto Dphi(T_x M)
+    u''  = -Gamma(u', u')                                    geodesic acceleration in a chart
 
 and :class:`EncoderGeometry`, which holds them in a ``g``-orthonormal frame.
 The derivatives themselves come from :mod:`gammalimit.derivatives`.
@@ -92,6 +93,48 @@ def christoffel_from_metric(metric: torch.Tensor, metric_derivative: torch.Tenso
         torch.einsum("kjli->klij", d) + torch.einsum("kilj->klij", d) - torch.einsum("kijl->klij", d)
     )
     return torch.einsum("kpl,klij->kpij", torch.linalg.inv(metric), first_kind)
+
+
+def geodesic_acceleration(metric: torch.Tensor, metric_derivative: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``u''(0) = -Gamma^p_ij c^i c^j`` of the chart geodesic with ``u'(0) = c``.
+
+    ``Gamma^p_ij c^i c^j = g^pl (c^i d_i g_jl c^j - c^i c^j d_l g_ij / 2)``:
+    the contraction of :func:`christoffel_from_metric` with ``c`` twice,
+    without forming ``Gamma``. Along ``u(t) = u + t c + t^2 u''(0) / 2`` the
+    second derivative of ``phi o X`` at ``t = 0`` is ``H(c, c)``
+    (docs/theory.md, section 3.1).
+
+    Parameters
+    ----------
+    metric : tensor, shape=[k, m, m]
+    metric_derivative : tensor, shape=[k, m, m, m]
+        ``metric_derivative[:, i, j, l] = d_l g_ij``.
+    c : tensor, shape=[k, m]
+        Chart components of the velocity.
+
+    Returns
+    -------
+    tensor, shape=[k, m]
+    """
+    d = metric_derivative
+    along = (d * c[:, None, None, :]).sum(-1)  # d_c g, [k, j, l]
+    lowered = (along @ c[:, :, None])[..., 0] - 0.5 * (d * (c[:, :, None] * c[:, None, :])[..., None]).sum((1, 2))
+    return -solve_small(metric, lowered)
+
+
+def solve_small(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``A^-1 b`` for a batch of small systems, ``A`` ``shape=[k, m, m]``, ``b`` ``shape=[k, m]``.
+
+    Cramer's rule for ``m <= 2`` (several times faster than a batched LAPACK
+    call on many tiny systems), ``torch.linalg.solve`` otherwise.
+    """
+    m = A.shape[-1]
+    if m == 1:
+        return b / A[:, 0]
+    if m == 2:
+        a, q, r, s = A[:, 0, 0], A[:, 0, 1], A[:, 1, 0], A[:, 1, 1]
+        return torch.stack([s * b[:, 0] - q * b[:, 1], a * b[:, 1] - r * b[:, 0]], -1) / (a * s - q * r)[:, None]
+    return torch.linalg.solve(A, b[..., None])[..., 0]
 
 
 def tangent_basis(jacobian: torch.Tensor, rtol: float = 1e-10) -> torch.Tensor:
