@@ -30,6 +30,8 @@ from .sampling import STRATEGIES
 #: Default pairs of ``loss`` on a manifold, and on samples (each pair of samples costs a local fit).
 LOSS_PAIRS = 100_000
 SAMPLE_LOSS_PAIRS = 1 << 14
+#: With --qmc the count must be (replicates x 2^k): the default becomes 2^17.
+QMC_LOSS_PAIRS = 1 << 17
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -164,7 +166,8 @@ def cmd_loss(args) -> dict:
     phi = _encoder(manifold, args.scale)
     delta = default_delta(manifold) if args.delta is None else args.delta
     strategy = args.strategy or "shell"
-    est = discrete_loss(phi, manifold, delta=delta, lam=args.lam, n=args.n or LOSS_PAIRS, penalty=args.penalty,
+    est = discrete_loss(phi, manifold, delta=delta, lam=args.lam, n=args.n or (QMC_LOSS_PAIRS if args.qmc else LOSS_PAIRS),
+                        penalty=args.penalty,
                         strategy=strategy, antithetic=args.antithetic, qmc=args.qmc, seed=args.seed)
     out = {"manifold": repr(manifold), "scale": list(args.scale), **est.to_dict()}
     if _has_closed_form(manifold, args.penalty):
@@ -191,7 +194,7 @@ def _loss_on_samples(args) -> dict:
         raise ValueError(f"phi = scale * id on samples takes one scale, got {list(args.scale)}")
     delta = default_delta(cloud) if args.delta is None else args.delta
     est = discrete_loss(embeddings.ScaledIdentity(args.scale[0]), cloud, delta=delta, lam=args.lam,
-                        n=args.n or SAMPLE_LOSS_PAIRS, penalty=args.penalty, strategy=args.strategy or "ball",
+                        n=args.n or (QMC_LOSS_PAIRS if args.qmc else SAMPLE_LOSS_PAIRS), penalty=args.penalty, strategy=args.strategy or "ball",
                         antithetic=args.antithetic, qmc=args.qmc, seed=args.seed)
     out = {"data": args.data, "cloud": repr(cloud), "scale": list(args.scale), **est.to_dict()}
     if cloud.midpoint_rule == "projection":
@@ -233,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pair scale, 0 < delta < injectivity radius (default: 0.05 injectivity radius; with "
                         "--data, 0.05 times the extent of the samples, or more where they are sparse)")
     p.add_argument("--n", "--pairs", dest="n", type=int, default=None,
-                   help=f"number of pairs (default {LOSS_PAIRS}; {SAMPLE_LOSS_PAIRS} with --data)")
+                   help=f"number of pairs (default {LOSS_PAIRS}; {SAMPLE_LOSS_PAIRS} with --data; "
+                        f"{QMC_LOSS_PAIRS} with --qmc)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--antithetic", action="store_true", help="pair v with -v")
     p.add_argument("--qmc", action="store_true", help="scrambled Sobol points")
@@ -280,6 +284,8 @@ def _add_train_args(p):
                         "schedule is stretched from the resume point on: not the same as a run started that long)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 256)")
     p.add_argument("--encoder", choices=ENCODERS, default=None, help="default mlp")
+    p.add_argument("--start", choices=("none", "isomap"), default=None,
+                   help="global start: fit the encoder to an Isomap embedding first (default none)")
     p.add_argument("--hidden", type=_ints, default=None, help="hidden widths, e.g. 128,128")
     p.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, default=None)

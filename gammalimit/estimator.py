@@ -214,6 +214,10 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
     pool_pairs : int, optional
         Without ``manifold``: pairs of the pool computed once from ``X``
         (default: :class:`~gammalimit.train.TrainConfig`'s).
+    start : {"none", "isomap"}, default "none"
+        A global start: the encoder is first fitted to an Isomap embedding
+        of training points (:mod:`gammalimit.train.start`); needed where the
+        PCA start is folded (the Swiss roll).
     latent_dim : int, default 2
         ``l >= m``.
     delta : float, optional
@@ -265,8 +269,8 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
 
     def __init__(self, manifold=None, latent_dim=2, delta=None, lam=0.01, penalty="squared", steps=1000,
                  batch_size=64, encoder="mlp", hidden=(128, 128), lr=None, warmup=50, strategy=None, n_pixels=None,
-                 manifold_params=None, dim=None, cloud_params=None, pool_pairs=None, random_state=None,
-                 progress=False):
+                 manifold_params=None, dim=None, cloud_params=None, pool_pairs=None, start="none",
+                 random_state=None, progress=False):
         self.manifold = manifold
         self.latent_dim = latent_dim
         self.delta = delta
@@ -284,6 +288,7 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
         self.dim = dim
         self.cloud_params = cloud_params
         self.pool_pairs = pool_pairs
+        self.start = start
         self.random_state = random_state
         self.progress = progress
 
@@ -294,7 +299,7 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
             return TrainConfig(**geometry, latent_dim=self.latent_dim, delta=self.delta, lam=self.lam,
                                penalty=self.penalty, steps=self.steps, batch_size=self.batch_size,
                                encoder=self.encoder, hidden=self.hidden, warmup=self.warmup, strategy=self.strategy,
-                               seed=seed, limit="none", **extra)
+                               start=self.start, seed=seed, limit="none", **extra)
         except (ValueError, TypeError) as err:
             raise type(err)(f"GammaEncoder: {err}") from None
 

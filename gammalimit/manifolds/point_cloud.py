@@ -133,6 +133,7 @@ class PointCloud:
         self._tree = BallTree(self.points.numpy())
         self._graph = None
         self.last_fit = {}
+        self.triplets = None  # the given pairs of a cloud built from a triplet file (gammalimit.train.data)
 
     def __repr__(self) -> str:
         N, n = self.points.shape
@@ -288,6 +289,28 @@ class PointCloud:
                          "points_median": float(n_points.double().median()),
                          "at_min_points": float((n_points <= self.min_fit_points).double().mean())}
         return torch.cat(projected)
+
+    def smoothed(self, delta: float) -> "PointCloud":
+        """The cloud of the samples projected onto their own local fits at scale ``delta`` (one
+        moving-least-squares step), with the same options.
+
+        Noise normal to ``M`` of size ``sigma`` enters every chord distance of
+        a pair at scale ``delta`` with a relative size ``~ (sigma/delta)^2``
+        and its midpoint with ``sigma/delta^2`` (docs/theory.md, section 8);
+        an encoder trained on noisy samples also follows the noise of each
+        sample. Projecting first removes most of the normal noise (the fit
+        averages over the ``~ delta^m`` samples near a point) at a bias of
+        the fit's order. Measured on the Swiss roll from 2000 samples at
+        ``delta = 4`` (studies/train_from_samples.py): the Procrustes error of
+        the trained encoder falls from 0.049 to 0.012 at noise 0.1, from 0.44
+        to 0.081 at 0.5.
+        """
+        delta = check_real(delta, "delta", minimum=0.0)
+        X = torch.cat([self.project(block, delta) for block in self.points.split(QUERY_CHUNK)])
+        return PointCloud(X, self.dim, midpoint=self.midpoint_rule, degree=self.degree,
+                          distance=self.distance_rule, band=self.band, fit_scale=self.fit_scale,
+                          max_fit_points=self.max_fit_points, min_fit_points=self.min_fit_points,
+                          graph_neighbors=self.graph_neighbors)
 
     def graph_distance(self, anchors: torch.Tensor, partners: torch.Tensor, delta: float) -> torch.Tensor:
         """Shortest-path length in the symmetric ``graph_neighbors``-nearest-neighbour graph, ``shape=[k]``."""

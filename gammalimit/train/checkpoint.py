@@ -54,9 +54,10 @@ METRIC_FIELDS = metric_fields()
 
 
 def save_checkpoint(path, config: TrainConfig, *, step: int, model, optimizer, scheduler, monitor: dict,
-                    pairs: int, seconds: float, manifold=None, pool: dict | None = None) -> None:
-    """Write the state of a run after ``step`` steps to ``path`` (atomically); ``pool`` is the record
-    of a run's pair pool (:attr:`gammalimit.train.TrainResult.pool`)."""
+                    pairs: int, seconds: float, manifold=None, pool: dict | None = None,
+                    start: dict | None = None) -> None:
+    """Write the state of a run after ``step`` steps to ``path`` (atomically); ``pool`` and ``start``
+    are the records of a run's pair pool and global start (:class:`gammalimit.train.TrainResult`)."""
     manifold = manifold if manifold is not None else config.make_manifold()
     cuda = torch.device(config.device).type == "cuda"
     state = {
@@ -73,6 +74,7 @@ def save_checkpoint(path, config: TrainConfig, *, step: int, model, optimizer, s
         "pairs": pairs,
         "seconds": seconds,
         "pool": pool,
+        "start": start,
     }
     buf = io.BytesIO()
     torch.save(state, buf)

@@ -26,6 +26,7 @@ from ..sampling import STRATEGIES
 from ..validation import (check_choice, check_count, check_delta, check_int, check_lam, check_positive, check_real,
                           check_seed, check_widths)
 from .data import CLOUD_OPTIONS, image_side, load_cloud
+from .start import STARTS
 
 #: The manifold of a config that names neither a manifold nor data.
 DEFAULT_MANIFOLD = "rotating-ellipse"
@@ -170,6 +171,15 @@ class TrainConfig:
         directions of these image families have the right topology (for the
         rotating ellipse and the periodic blob they are the first Fourier
         modes). Needs ``linear_skip``.
+    start : {"none", "isomap"}
+        A global start before training on ``L_delta``
+        (:mod:`gammalimit.train.start`): ``"isomap"`` fits the whole encoder
+        (``start_steps`` full-batch Adam steps at ``10 lr``) to an Isomap
+        embedding of ``start_points`` training points with
+        ``start_neighbors`` neighbours. ``L_delta`` sees only pairs at scale
+        ``delta`` and cannot undo a fold; on the Swiss roll the PCA start is
+        folded and stays so.
+    start_points, start_steps, start_neighbors : int
     lr, weight_decay : float
         AdamW's peak learning rate and decoupled weight decay (default 0: any
         decay moves the minimiser away from that of ``L_delta``).
@@ -242,6 +252,10 @@ class TrainConfig:
     channels: tuple[int, ...] = (16, 32)
     linear_skip: bool = True
     init: str = "pca"
+    start: str = "none"
+    start_points: int = 2000
+    start_steps: int = 500
+    start_neighbors: int = 10
     lr: float = 1e-3
     skip_lr_ratio: float = 10.0
     weight_decay: float = 0.0
@@ -266,7 +280,9 @@ class TrainConfig:
         if self.latent_dim < manifold.dim:
             raise ValueError(f"latent_dim = {self.latent_dim} is below the dimension m = {manifold.dim} of "
                              f"{manifold!r}: an encoder into R^l needs l >= m")
-        set_("delta", check_delta(manifold, default_delta(manifold) if self.delta is None else self.delta))
+        triplets = getattr(manifold, "triplets", None)
+        default = default_delta(manifold) if triplets is None else triplets.delta
+        set_("delta", check_delta(manifold, default if self.delta is None else self.delta))
         set_("lam", check_lam(self.lam))
         check_choice(self.penalty, "penalty", PENALTIES)
         for name, minimum in (("steps", 1), ("batch_size", 2), ("checkpoint_every", 1), ("eval_pairs", 2)):
@@ -274,6 +290,9 @@ class TrainConfig:
         set_("seed", check_seed(self.seed))
         set_("eval_seed", check_seed(self.eval_seed, "eval_seed"))
         check_choice(self.encoder, "encoder", ENCODERS)
+        check_choice(self.start, "start", STARTS)
+        for name, minimum in (("start_points", 8), ("start_steps", 1), ("start_neighbors", 2)):
+            set_(name, check_count(getattr(self, name), name, minimum))
         if self.encoder == "conv" and self.data is not None and self.n_pixels is None:
             raise ValueError(f"encoder 'conv' needs square images; the samples in {self.data!r} have "
                              f"{manifold.ambient_dim} values, not H^2 (or shape (N, H, H))")
@@ -330,7 +349,8 @@ class TrainConfig:
                              f"{self.manifold!r} and data={self.data!r}; name the manifold that generated the "
                              "data as reference to compare with its exact geometry")
         if not isinstance(self.data, (str, os.PathLike)):
-            raise TypeError(f"data must be the path of a .npy file, got {self.data!r}")
+            raise TypeError(f"data must be the path of a .npy file (samples) or an .npz file (triplets), "
+                            f"got {self.data!r}")
         set_("data", os.fspath(self.data))
         if self.dim is None:
             raise ValueError(f"data={self.data!r} needs dim, the intrinsic dimension m of the samples")

@@ -1,4 +1,5 @@
-"""Training from samples alone: the ``.npy`` file a config's ``data`` names, and its point cloud.
+"""Training from samples alone: the ``.npy`` file a config's ``data`` names, and its point cloud;
+or an ``.npz`` file of triplets (pairs with their midpoints and distances, :func:`load_triplets`).
 
 The file holds samples ``shape=[N, n]`` or images ``shape=[N, H, W]`` (flattened
 row-major to ``N`` samples of ``n = H W`` pixels, the layout of the image
@@ -25,7 +26,10 @@ CLOUD_OPTIONS = tuple(p.name for p in inspect.signature(PointCloud).parameters.v
 
 
 def _open(path) -> np.ndarray:
-    """The array in ``path`` (memory-mapped: only the header is read), with one-line errors."""
+    """The array in ``path`` (memory-mapped: only the header is read), with one-line errors; for a
+    triplet file, an empty array with the shape of its points."""
+    if is_triplets(path):
+        return np.empty((0, load_triplets(path).x.shape[1]))
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"data file {str(path)!r} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
@@ -96,11 +100,74 @@ def load_cloud(path, dim: int, options: dict | None = None) -> PointCloud:
 
 @functools.lru_cache(maxsize=2)
 def _cloud(path: str, mtime_ns: int, size: int, dim: int, options: tuple) -> PointCloud:
-    X = load_samples(path)
+    triplets = load_triplets(path) if is_triplets(path) else None
+    X = load_samples(path) if triplets is None else triplet_points(triplets)
     try:
-        return PointCloud(X, dim, **dict(options))
+        cloud = PointCloud(X, dim, **dict(options))
     except (ValueError, TypeError) as err:
         raise type(err)(f"data file {path!r}: {err}") from None
+    cloud.triplets = triplets
+    return cloud
+
+
+#: The arrays of a triplet file (``np.savez``).
+TRIPLET_KEYS = ("x", "y", "midpoint", "dist")
+
+
+def is_triplets(path) -> bool:
+    """Whether ``path`` names a triplet file (``.npz``) rather than samples (``.npy``)."""
+    return os.fspath(path).endswith(".npz")
+
+
+def load_triplets(path):
+    """The pairs of a triplet file: an ``.npz`` archive (``np.savez``) with ``x, y, midpoint`` ``shape=[k, n]``
+    (or images ``[k, H, W]``) and ``dist`` ``shape=[k]``, e.g. frames ``t - h, t + h`` of a video, the frame
+    ``t`` as their midpoint and ``dist = 2 h`` times the speed.
+
+    Returns
+    -------
+    PairSample
+        :meth:`gammalimit.PairSample.from_arrays`, with ``delta = max(dist)``.
+
+    Raises
+    ------
+    ValueError
+        A missing file or array, another key, arrays of different shapes, a
+        non-positive distance (one line naming the file).
+    """
+    from ..sampling import PairSample
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"triplet file {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: np.asarray(archive[k]) for k in archive.files}
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"triplet file {str(path)!r} is not an .npz archive of arrays: "
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if sorted(arrays) != sorted(TRIPLET_KEYS):
+        raise ValueError(f"triplet file {str(path)!r} must hold exactly the arrays {list(TRIPLET_KEYS)}, "
+                         f"got {sorted(arrays)}")
+    flat = {k: arrays[k].reshape(arrays[k].shape[0], -1) if k != "dist" else arrays[k] for k in TRIPLET_KEYS}
+    try:
+        return PairSample.from_arrays(flat["x"], flat["y"], flat["midpoint"], flat["dist"])
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"triplet file {str(path)!r}: {err}") from None
+
+
+def given_pairs(cloud, delta: float):
+    """The triplets of a cloud built from a triplet file, at scale ``delta`` (``r = dist / delta``), or ``None``."""
+    from ..sampling import PairSample
+
+    t = getattr(cloud, "triplets", None)
+    return None if t is None else PairSample.from_arrays(t.x, t.y, t.midpoint, t.dist, delta=delta)
+
+
+def triplet_points(pairs) -> np.ndarray:
+    """The distinct points of the triplets ``shape=[N, n]``: every ``x``, ``y`` and ``midpoint`` once."""
+    points = np.concatenate([pairs.x.numpy(), pairs.y.numpy(), pairs.midpoint.numpy()])
+    return np.unique(points, axis=0)
 
 
 def forget_clouds() -> None:

@@ -25,6 +25,7 @@ from ..penalties import get_penalty
 from ..sampling import sample_pairs
 from ..validation import check_choice, check_count, check_lam
 from .config import TrainConfig
+from .data import given_pairs
 from .networks import TRAIN_DTYPE, float64_copy
 
 #: Pairs on which the float32 and float64 encoders are compared.
@@ -106,7 +107,7 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, manifold=None) -> dict
 
         For a run on samples (``config.data``): ``L_delta`` over
         ``config.eval_pairs`` fresh cloud pairs (``config.eval_seed``, not
-        antithetic), the float32 comparison on the first of them, ``fit``
+        antithetic), or over all the pairs of a triplet file, the float32 comparison on the first of them, ``fit``
         (their local fits' residuals, :attr:`gammalimit.PointCloud.last_fit`,
         for projected midpoints), ``limit`` saying why there is no ``L``, and
         with ``config.reference`` ``L_delta_reference``: ``discrete_loss`` on
@@ -133,8 +134,11 @@ def evaluate(model: torch.nn.Module, config: TrainConfig, manifold=None) -> dict
 def _evaluate_on_samples(model, phi64, config: TrainConfig, cloud) -> dict:
     """:func:`evaluate` for a run on samples: the cloud's pairs are drawn once and serve both estimates."""
     t0 = time.perf_counter()
-    pairs = sample_pairs(cloud, config.eval_pairs, config.delta, strategy=config.strategy, seed=config.eval_seed)
-    fit = dict(cloud.last_fit) if cloud.midpoint_rule == "projection" else None
+    pairs = given_pairs(cloud, config.delta)  # a triplet file: its own pairs
+    if pairs is None:
+        pairs = sample_pairs(cloud, config.eval_pairs, config.delta, strategy=config.strategy,
+                             seed=config.eval_seed)
+    fit = dict(cloud.last_fit) if cloud.midpoint_rule == "projection" and getattr(cloud, "triplets", None) is None else None
     L64 = discrete_loss(phi64, pairs, lam=config.lam, penalty=config.penalty, strategy=config.strategy,
                         seed=config.eval_seed)
     out = {"L_delta": {**L64.to_dict(), "seconds": time.perf_counter() - t0}}

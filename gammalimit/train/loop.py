@@ -37,7 +37,9 @@ from ..validation import check_count
 from . import checkpoint as files
 from .config import TrainConfig
 from .evaluation import evaluate
+from .data import given_pairs
 from .networks import build_encoder, parameter_groups
+from .start import global_start
 
 #: Seconds between progress lines when stderr is not a terminal (a log file).
 LOG_INTERVAL = 30.0
@@ -144,6 +146,14 @@ class TrainResult:
         of its last block, :attr:`gammalimit.PointCloud.last_fit`).
     threads : int
         torch's intra-op threads in the last segment of the run (:class:`Trainer`'s ``threads``).
+    start : dict or None
+        The global start (:func:`~gammalimit.train.start.global_start`):
+        method, points, the fit's ``relative_rms``, seconds (not counted in ``seconds``).
+    timing : dict or None
+        Of the steps of the last segment of the run (``steps`` of them):
+        ``seconds_sampling``, drawing the pairs, and ``seconds_step``, the
+        whole step (sampling, forward, backward, update; not logging or
+        checkpoints).
     """
 
     config: TrainConfig
@@ -155,12 +165,15 @@ class TrainResult:
     seconds: float = 0.0
     pairs_per_second: float = 0.0
     pool: dict | None = None
+    start: dict | None = None
     threads: int | None = None
+    timing: dict | None = None
 
     def to_dict(self) -> dict:
         """Plain data (no model, no per-step history)."""
         return {"config": self.config.to_dict(), "steps": self.steps, "seconds": self.seconds,
                 "pairs_per_second": self.pairs_per_second, "threads": self.threads, "pool": self.pool,
+                "start": self.start, "timing": self.timing,
                 "evaluation": self.evaluation,
                 "final_loss": self.history[-1]["loss"] if self.history else None, "probes": self.probes}
 
@@ -204,6 +217,7 @@ class Trainer:
         self.manifold = config.make_manifold()
         self.device = torch.device(config.device)
         self.pool = None  # the record of the pair pool (result.json)
+        self.start = None  # the record of the global start (result.json)
         self._pool_pairs = None
 
     def pair_source(self):
@@ -213,6 +227,10 @@ class Trainer:
         c = self.config
         if c.data is None:
             return self.manifold
+        given = given_pairs(self.manifold, c.delta)
+        if given is not None:  # a triplet file: its pairs are the pool
+            self.pool = {"pairs": len(given), "triplets": c.data}
+            return PairPool(given, c.strategy)
         if self._pool_pairs is None:
             t0 = time.perf_counter()
             pairs = self.manifold.pair_pool(c.delta, c.pool_pairs, strategy=c.strategy, seed=pool_seed(c.seed),
@@ -223,9 +241,11 @@ class Trainer:
             self._pool_pairs = PairPool(pairs, c.strategy)
         return self._pool_pairs
 
-    def _fresh_state(self):
+    def _fresh_state(self, start: bool = True):
         c = self.config
         model = build_encoder(c, self.manifold).to(self.device)
+        if start:
+            self.start = global_start(model, self.manifold, c, parameter_groups(model, c))
         opt = torch.optim.AdamW(parameter_groups(model, c), lr=c.lr, weight_decay=c.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(c.warmup, c.steps, c.final_lr_ratio))
         monitor = {"ema": None, "best": math.inf}
@@ -239,12 +259,13 @@ class Trainer:
             raise ValueError("resume needs an output folder (out) holding a checkpoint")
         state = files.load_checkpoint(self._checkpoint_path(), self.config)
         files.check_data(state, self.manifold, self._checkpoint_path())
-        model, opt, sched, monitor = self._fresh_state()
+        model, opt, sched, monitor = self._fresh_state(start=False)
         files.restore(state, self._checkpoint_path(), model, opt, sched)
         if state["saved_config"].steps != self.config.steps:
             self._stretch_schedule(opt, sched)
         monitor.update(state["monitor"])
         self.pool = state.get("pool")  # recomputed, and its record renewed, if steps remain
+        self.start = state.get("start")
         step = state["step"]
         history = files.read_metrics(self.out / files.METRICS, step, files.metric_fields(self.config.penalty))
         return step, model, opt, sched, monitor, state["pairs"], state["seconds"], history
@@ -349,12 +370,15 @@ class Trainer:
         first = history[0]["loss"] if history else None
         last_good = start if (resume or self.out is None) else None
         t_start = time.perf_counter() - seconds
+        timing = {"seconds_sampling": 0.0, "seconds_step": 0.0, "steps": 0}
         model.train()
         try:
             for step in range(start, c.steps):
+                t_step = time.perf_counter()
                 pairs = sample_pairs(source, c.batch_size, c.delta, strategy=c.strategy,
                                      antithetic=c.antithetic, qmc=c.qmc, qmc_replicates=2,
                                      seed=step_seed(c.seed, step))
+                timing["seconds_sampling"] += time.perf_counter() - t_step
                 opt.zero_grad(set_to_none=True)
                 lr = opt.param_groups[0]["lr"]
                 try:
@@ -369,6 +393,8 @@ class Trainer:
                 loss.backward()
                 opt.step()
                 sched.step()
+                timing["seconds_step"] += time.perf_counter() - t_step
+                timing["steps"] += 1
                 pairs_seen += len(pairs)
                 row = {"step": step + 1, "loss": float(loss.detach()),
                        **{name: float(value.detach().mean()) for name, value in terms.items()},
@@ -389,7 +415,7 @@ class Trainer:
                     files.save_checkpoint(self._checkpoint_path(), c, step=done, model=model, optimizer=opt,
                                           scheduler=sched, monitor=monitor, pairs=pairs_seen,
                                           seconds=time.perf_counter() - t_start, manifold=self.manifold,
-                                          pool=self.pool)
+                                          pool=self.pool, start=self.start)
                     if self.callback is not None:
                         files.write_probes(self.out, probes)
                     last_good = self._last_good = done
@@ -401,7 +427,7 @@ class Trainer:
                 log.close()
         seconds = time.perf_counter() - t_start
         result = TrainResult(c, model, history, probes, {}, c.steps, seconds, pairs_seen / max(seconds, 1e-9),
-                             self.pool, torch.get_num_threads())
+                             self.pool, self.start, torch.get_num_threads(), timing)
         if evaluate_final:
             result.evaluation = evaluate(model, c, self.manifold)
         if self.out is not None:
