@@ -459,6 +459,59 @@ def curve_jet(phi_fn, chart, u: torch.Tensor, c: torch.Tensor, acceleration: tor
     return _differentiate(jvp, along, (u, c), (c, acceleration))
 
 
+def encoder_jet_jvp(phi, chart, u: torch.Tensor, *, check: bool = True, manifold=None) -> EncoderJet:
+    """:func:`encoder_jet` by the jvp route: the full ``Dphi`` and ``H`` from
+    second derivatives along chart geodesics, one batched nested ``jvp``.
+
+    The ``m (m + 1) / 2`` directions ``e_i`` and ``e_i + e_j`` (``i < j``) go
+    in one call, the batch repeated once per direction; ``H_ii = H(e_i, e_i)``,
+    ``H_ij = (H(e_i + e_j, e_i + e_j) - H_ii - H_jj) / 2`` and
+    ``d_i (phi o X)`` the first derivatives along ``e_i``. ``phi`` must act row
+    by row (checked with ``check`` on points of ``manifold``, if given, as are
+    the derivatives against central differences, as in :func:`encoder_jet`).
+
+    Parameters and return value as :func:`encoder_jet`.
+    """
+    u = torch.as_tensor(u, dtype=DTYPE)
+    m = chart.dim
+    if u.ndim != 2 or u.shape[1] != m:
+        raise ValueError(f"chart points u must have shape (k, {m}), got {tuple(u.shape)}")
+    chart.check_domain(u)
+    phi_fn = encoder_function(phi)
+    if check and manifold is not None:
+        check_rowwise(phi_fn, manifold)
+    eye = torch.eye(m, dtype=DTYPE)
+    pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
+    directions = torch.cat([eye] + [(eye[i] + eye[j])[None] for i, j in pairs])  # [d, m]
+    nd = directions.shape[0]
+    n_ambient = chart.embed(u[:1]).shape[1]
+    rows = max(64, JVP_FLOATS // (n_ambient * nd))
+    parts = []
+    with torch.no_grad():
+        for s in range(0, u.shape[0], rows):
+            uc = u[s : s + rows]
+            k = uc.shape[0]
+            g, DX, dg = chart_derivatives(chart, uc)
+            _check_metric(g, uc)
+            c = directions.repeat_interleave(k, 0)  # direction-major
+            U, G, dG = uc.repeat(nd, 1), g.repeat(nd, 1, 1), dg.repeat(nd, 1, 1, 1)
+            velocity, acc = curve_jet(phi_fn, chart, U, c, geodesic_acceleration(G, dG, c))
+            velocity, acc = velocity.reshape(nd, k, -1), acc.reshape(nd, k, -1)
+            J = velocity[:m].permute(1, 2, 0)  # [k, l, m]
+            H = torch.diag_embed(acc[:m].permute(1, 2, 0))  # [k, l, m, m]
+            for p, (i, j) in enumerate(pairs):
+                H[:, :, i, j] = H[:, :, j, i] = 0.5 * (acc[m + p] - acc[i] - acc[j])
+            parts.append(EncoderJet(uc, g, DX, J, H))
+    jet = EncoderJet(*(torch.cat([getattr(p, f) for p in parts]) for f in
+                       ("u", "metric", "chart_jacobian", "jacobian", "hessian")))
+    if jet.jacobian.shape[1] < m:
+        raise ValueError(f"phi has latent dimension l = {jet.jacobian.shape[1]}; the functional needs l >= m = {m}")
+    _check_finite(jet)
+    if check:
+        _check_against_values(phi_fn, chart, jet)
+    return jet
+
+
 def check_rowwise(phi_fn, manifold, n_probe: int = 8, rtol: float = 1e-9) -> None:
     """Raise ``ValueError`` if ``phi`` mixes the rows of its batch.
 

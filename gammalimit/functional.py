@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .derivatives import CHUNK, ROUTES, directional_jet, encoder_function, encoder_jet
+from .derivatives import CHUNK, ROUTES, directional_jet, encoder_function, encoder_jet, encoder_jet_jvp
 from .estimate import stream_estimate
 from .geometry import EncoderGeometry, chart_orthonormal_frame
 from .loss import TermResult, Terms, encoder_input_error, pair_terms, probe_point
@@ -153,14 +153,26 @@ class ContinuumLoss(TermResult):
         return {**super().to_dict(), "nodes": list(self.nodes)}
 
 
-def _integrate(phi_fn, chart, counts, check, penalty):
+#: Nodes per evaluation of the quadrature by the jvp route (one batched
+#: ``torch.func`` call each: its fixed cost favours large batches;
+#: :func:`~gammalimit.derivatives.encoder_jet_jvp` splits them further by memory).
+JVP_NODES = 1 << 15
+
+
+def _integrate(phi_fn, manifold, counts, check, penalty, route):
     """``int_M density dmu`` of each term and part (without radial weights), as floats."""
+    chart = manifold.chart
     u, w = chart_quadrature(chart, counts)
+    step = JVP_NODES if route == "jvp" else CHUNK
     sums = {}
-    for i in range(0, u.shape[0], CHUNK):
-        jet = encoder_jet(phi_fn, chart, u[i : i + CHUNK], check=check and i == 0)
+    for i in range(0, u.shape[0], step):
+        first = check and i == 0
+        if route == "jvp":
+            jet = encoder_jet_jvp(phi_fn, chart, u[i : i + step], check=first, manifold=manifold)
+        else:
+            jet = encoder_jet(phi_fn, chart, u[i : i + step], check=first)
         densities = EncoderGeometry.from_jet(jet, chart_orthonormal_frame(jet.metric)).densities(penalty)
-        weight = w[i : i + CHUNK] * torch.sqrt(torch.linalg.det(jet.metric)) / chart.volume
+        weight = w[i : i + step] * torch.sqrt(torch.linalg.det(jet.metric)) / chart.volume
         for key, density in densities.items():
             sums[key] = sums.get(key, 0.0) + float(weight @ density)
     return sums
@@ -168,7 +180,7 @@ def _integrate(phi_fn, chart, counts, check, penalty):
 
 def continuum_loss(phi, manifold, *, lam: float, penalty="squared", strategy="shell", nodes=None,
                    rtol: float = 1e-12, atol: float = 1e-20, max_nodes: int = 1 << 18,
-                   check: bool = True) -> ContinuumLoss:
+                   check: bool = True, route: str = "jvp") -> ContinuumLoss:
     """The Gamma-limit ``L[phi]`` by deterministic quadrature over the chart (docs/theory.md, section 3).
 
     ``L = sum_t c_t E[r^p_t] int_M E_v f_t(v) dmu`` over the penalty's terms
@@ -207,7 +219,15 @@ def continuum_loss(phi, manifold, *, lam: float, penalty="squared", strategy="sh
         Largest total number of nodes of a rule; a warning says when the
         tolerance was not met within it.
     check : bool
-        Probe the derivatives against central differences (:func:`encoder_jet`).
+        Probe the derivatives against central differences (:func:`encoder_jet`),
+        and, on the jvp route, that ``phi`` acts row by row.
+    route : {"jvp", "chart"}
+        How ``Dphi`` and ``H`` are computed at the nodes: from second
+        derivatives along ``m (m + 1) / 2`` chart geodesics per node in one
+        batched nested ``jvp`` (:func:`~gammalimit.derivatives.encoder_jet_jvp`,
+        the default; ``phi`` must act row by row), or from the full chart
+        Hessian point by point (:func:`~gammalimit.derivatives.encoder_jet`).
+        They agree to round-off.
 
     Returns
     -------
@@ -234,11 +254,12 @@ def continuum_loss(phi, manifold, *, lam: float, penalty="squared", strategy="sh
     rtol = check_real(rtol, "rtol", minimum=0.0, strict=False)
     atol = check_real(atol, "atol", minimum=0.0, strict=False)
     max_nodes = check_count(max_nodes, "max_nodes", minimum=2**m)
+    check_choice(route, "route", ("jvp", "chart"))
     phi_fn = _float64_encoder(phi, manifold)
-    coarse = _integrate(phi_fn, chart, counts, check, pen)
+    coarse = _integrate(phi_fn, manifold, counts, check, pen, route)
     while True:
         counts = tuple(2 * c for c in counts)
-        fine = _integrate(phi_fn, chart, counts, False, pen)
+        fine = _integrate(phi_fn, manifold, counts, False, pen, route)
         scale = sum(abs(fine[k]) for k in pen.names)
         change = max(abs(fine[k] - coarse[k]) for k in pen.names)
         converged = change <= max(rtol * scale, atol)

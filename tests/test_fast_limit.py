@@ -148,3 +148,37 @@ def test_monte_carlo_limit_estimates_quadrature():
     L = continuum_loss(phi, M, lam=0.5).total
     gap = discrete_minus_limit(phi, M, delta=0.01, lam=0.5, n=1 << 12, antithetic=True, qmc=True, seed=0)
     assert abs(gap.limit_total - L) < 5 * gap.limit_stderr + 1e-3 * L
+
+
+# --------------------------------------------------------------------------
+# the quadrature's full jet by the jvp route
+
+
+@pytest.mark.parametrize("penalty", ["squared", "ratio"])
+@pytest.mark.parametrize("name", ["circle", "sphere", "torus", "swissroll", "ellipse images"])
+def test_continuum_loss_routes_agree(name, penalty):
+    M = MANIFOLDS[name]()
+    phi = polynomial(M.ambient_dim, seed=6) if name != "torus" else random_mlp(seed=1)
+    kw = dict(lam=0.7, penalty=penalty, nodes=8)
+    fast, slow = continuum_loss(phi, M, **kw), continuum_loss(phi, M, route="chart", **kw)
+    for key, value in slow.to_dict().items():
+        if isinstance(value, float) and key not in ("error", "error_split"):
+            assert abs(fast.to_dict()[key] - value) <= 1e-10 * abs(value), key
+
+
+def test_jet_by_jvp_equals_chart_jet():
+    M = Sphere(1.3)
+    phi = polynomial(3, seed=7, l=4)
+    u = torch.tensor([[0.3, 0.1], [1.2, 4.0], [2.9, 6.0]], dtype=torch.float64)
+    fast, slow = D.encoder_jet_jvp(phi, M.chart, u, manifold=M), D.encoder_jet(phi, M.chart, u)
+    assert relative_gap(fast.jacobian, slow.jacobian) < 1e-12
+    assert relative_gap(fast.hessian, slow.hessian) < 1e-12
+    assert torch.equal(fast.hessian, fast.hessian.transpose(-1, -2))
+
+
+def test_continuum_loss_refuses_mixing_encoder_and_bad_route():
+    M = Sphere(1.0)
+    with pytest.raises(ValueError, match="mixes the rows"):
+        continuum_loss(lambda x: x - 0.5 * x.mean(0), M, lam=1.0, nodes=4)
+    with pytest.raises(ValueError, match=r"route must be one of \['chart', 'jvp'\], got 'geodesic'"):
+        continuum_loss(lambda x: x, M, lam=1.0, route="geodesic")
