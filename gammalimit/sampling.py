@@ -291,20 +291,24 @@ class _CubeSource:
 
 
 def _pairs_from_cube(manifold, strategy, delta, u, antithetic):
+    """Pair fields ``(x, y, midpoint, dist, v, r)`` from cube points, and the mask of pairs inside a
+    manifold with boundary (``None``: ask :func:`_accepted`)."""
     if hasattr(manifold, "pairs_from_cube"):  # samples standing for a manifold (PointCloud)
-        return manifold.pairs_from_cube(u, delta, strategy)
+        return manifold.pairs_from_cube(u, delta, strategy), None
     m = manifold.dim
     tc = tangent_cube_dim(m)
-    x = manifold.point_from_cube(u[:, :m])
     c = unit_vector_from_cube(u[:, m : m + tc], m)
     r = strategy.radius(u[:, m + tc :], m)
+    if hasattr(manifold, "pairs_in_chart"):  # the sampler renders from parameters (image manifolds)
+        return manifold.pairs_in_chart(u[:, :m], c, r, delta, antithetic)
+    x = manifold.point_from_cube(u[:, :m])
     if antithetic:
         x, c, r = torch.cat([x, x]), torch.cat([c, -c]), torch.cat([r, r])
     v = torch.einsum("kni,ki->kn", manifold.tangent_frame(x), c)
     step = (delta * r)[:, None] * v
     y = manifold.exp(x, step)
     mid = manifold.exp(x, 0.5 * step)
-    return x, y, mid, delta * r, v, r
+    return (x, y, mid, delta * r, v, r), None
 
 
 def _accepted(manifold, y, antithetic):
@@ -330,17 +334,20 @@ def _draw_block(manifold, strategy, delta, source, k, antithetic, replicate, rej
     pairs leave a manifold with boundary (unless ``reject`` is false: then
     all candidates come back, with the mask ``inside``)."""
     if not reject:
-        fields = _pairs_from_cube(manifold, strategy, delta, source.draw(k), antithetic)
-        ok = _accepted(manifold, fields[1], antithetic)
+        fields, ok = _pairs_from_cube(manifold, strategy, delta, source.draw(k), antithetic)
+        ok = _accepted(manifold, fields[1], antithetic) if ok is None else ok
         ok = torch.ones(k, dtype=torch.bool) if ok is None else ok
         rep = torch.full((fields[0].shape[0],), replicate, dtype=torch.long)
         return PairSample(*fields, delta, antithetic, rep, 0, torch.cat([ok, ok]) if antithetic else ok)
     kept, have, rejected = [], 0, 0
     while have < k:
         u = source.draw(k - have)
-        fields = _pairs_from_cube(manifold, strategy, delta, u, antithetic)
+        fields, ok = _pairs_from_cube(manifold, strategy, delta, u, antithetic)
+        ok = _accepted(manifold, fields[1], antithetic) if ok is None else ok
+        if not kept and (ok is None or bool(ok.all())):  # all of the first draw: no copy
+            rep = torch.full((fields[0].shape[0],), replicate, dtype=torch.long)
+            return PairSample(*fields, delta, antithetic, rep, 0)
         parts = _halves(fields, antithetic)
-        ok = _accepted(manifold, fields[1], antithetic)
         if ok is not None:
             rejected += int((~ok).sum())
             parts = [[f[ok] for f in half] for half in parts]

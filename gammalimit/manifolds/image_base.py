@@ -127,6 +127,44 @@ class ImageManifold:
     def _frame(self, t: torch.Tensor) -> torch.Tensor:
         return self.jacobian(t) / math.sqrt(self.metric_scale)
 
+    def pairs_in_chart(self, u: torch.Tensor, c: torch.Tensor, r: torch.Tensor, delta: float, antithetic: bool):
+        """Pairs drawn in chart coordinates: the sampler knows the parameters it renders.
+
+        ``u`` ``shape=[k, m]`` uniform in the unit cube (the point), ``c``
+        ``shape=[k, m]`` unit vectors (the direction in the ``g``-orthonormal
+        frame), ``r`` ``shape=[k]`` radius factors. The parameter step of a
+        geodesic of length ``delta r`` is ``delta r c / sqrt(metric_scale)``
+        (``g = metric_scale I``), so ``y`` and the midpoint are rendered from
+        parameters directly, and the box test reads them: no inverse chart
+        (:meth:`params_of`, a Gauss-Newton solve per point) as
+        :meth:`exp` and :meth:`contains` need for ambient points. The pairs
+        equal those of the generic route to round-off.
+
+        Returns
+        -------
+        tuple
+            ``(x, y, midpoint, dist, v, r)`` as
+            :func:`gammalimit.sampling.sample_pairs` builds them, and
+            ``inside`` ``shape=[k]`` (``None`` without a boundary): whether
+            ``y`` (both ``y`` of an antithetic couple) lies in the box.
+        """
+        lo, hi = self._box()
+        t = lo + (hi - lo) * u
+        if antithetic:
+            t, c, r = torch.cat([t, t]), torch.cat([c, -c]), torch.cat([r, r])
+        step = (delta * r)[:, None] * c / math.sqrt(self.metric_scale)
+        end, mid = t + step, t + 0.5 * step
+        inside = None
+        if self.period is None:
+            inside = ((end >= lo) & (end <= hi)).all(-1)
+            if antithetic:
+                h = inside.shape[0] // 2
+                inside = inside[:h] & inside[h:]
+        shape = (-1,) if self.dim == 1 else (-1, self.dim)
+        t, end, mid = (self._wrap(a).reshape(shape) for a in (t, end, mid))
+        v = torch.einsum("kni,ki->kn", self._frame(t), c)
+        return (self.render(t), self.render(end), self.render(mid), delta * r, v, r), inside
+
     def pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel values ``u(p_ij)`` of ambient points, ``shape=[k, N, N]``."""
         return x.reshape(-1, self.n_pixels, self.n_pixels) / self.h
