@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JOBS ?= 2
 
-.PHONY: install test reproduce quick bench clean
+.PHONY: install test reproduce quick bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ quick: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) studies/bench_loss.py
+
+# needs a CUDA device and a CUDA build of torch (`make` installs the CPU build; on a GPU machine
+# install torch's CUDA build into .venv first, as pytorch.org describes)
+gpu-check: $(STAMP)
+	$(PY) studies/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
