@@ -12,6 +12,7 @@ the command that resumes it), with exit status 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -408,21 +409,54 @@ def _interrupted(args, err: KeyboardInterrupt) -> str:
 
 def main(argv=None) -> int:
     """Run the command line; return the exit status (0, 1 for a failed --strict check, 2 for a refused
-    input, 130 for Ctrl-C)."""
+    input, 130 for Ctrl-C).
+
+    Started by ``torchrun`` with ``WORLD_SIZE > 1``, the processes join one ``torch.distributed``
+    group (:func:`gammalimit.distributed.init_from_env`) for the command and leave it at exit; rank 0
+    alone prints (README, "Scale-out").
+    """
+    from . import distributed
+
     args = build_parser().parse_args(argv)
     try:
-        result = args.func(args)
+        if distributed.init_from_env(getattr(args, "device", None) or "cpu") and not distributed.is_main():
+            import warnings
+
+            warnings.simplefilter("ignore")  # rank 0 says it
+        return _run(args)
+    finally:
+        distributed.destroy()
+
+
+def _run(args) -> int:
+    from . import distributed
+
+    rank = distributed.rank()
+
+    def error(text: str, err: BaseException) -> None:
+        if rank == 0:
+            print(f"gammalimit {args.command}: error: {text}", file=sys.stderr)
+        elif not getattr(err, "from_main", False):
+            print(f"gammalimit {args.command} (rank {rank}): error: {text}", file=sys.stderr)
+
+    try:
+        if rank == 0:
+            result = args.func(args)
+        else:  # the other ranks work alongside rank 0 and print nothing
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                result = args.func(args)
     except KeyboardInterrupt as err:
-        print(_interrupted(args, err), file=sys.stderr)
+        if rank == 0:
+            print(_interrupted(args, err), file=sys.stderr)
         return 130
     except (ValueError, TypeError) as err:
-        print(f"gammalimit {args.command}: error: {err}", file=sys.stderr)
+        error(str(err), err)
         return 2
     except OSError as err:  # a folder or file that cannot be written or read: one line, no traceback
         where = f" {err.filename!s}" if err.filename else ""
-        print(f"gammalimit {args.command}: error: cannot use{where}: {err.strerror or err}", file=sys.stderr)
+        error(f"cannot use{where}: {err.strerror or err}", err)
         return 2
-    if result is not None:
+    if result is not None and rank == 0:
         if getattr(args, "json", False):
             print(json.dumps(result))
         else:

@@ -400,11 +400,37 @@ def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: 
     ------
     PairSample
     """
+    for _, pairs in iter_blocks(manifold, n, delta, strategy=strategy, antithetic=antithetic, qmc=qmc, seed=seed,
+                                qmc_replicates=qmc_replicates, reject=reject):
+        yield pairs
+
+
+def iter_blocks(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
+                qmc: bool = False, seed: int = 0, qmc_replicates: int = 8, reject: bool = True,
+                owns=None) -> Iterator[tuple[int, PairSample]]:
+    """The blocks of :func:`iter_pairs` with their index in its stream, optionally only those of some sources.
+
+    A *source* is a part of the stream that can be drawn without drawing the
+    rest: with ``qmc`` each replicate (one scrambled Sobol sequence, which
+    draws its blocks one after the other); for plain Monte Carlo each block
+    (block ``i`` has its own generator, ``_block_generator(seed, i)``), except
+    on a manifold with boundary, where a redrawn pair takes the next
+    generator, so that the whole stream is one source. ``owns(source) -> bool``
+    picks the sources to draw (default: all); the blocks of the others are
+    skipped without drawing them, and those drawn are the very blocks (same
+    index, same bits) that :func:`iter_pairs` yields.
+
+    Yields
+    ------
+    (int, PairSample)
+        The block's index in :func:`iter_pairs`'s order, and the block.
+    """
     manifold = check_manifold(manifold)
     delta = check_delta(manifold, delta)
     check_count(n, "n", minimum=2)
     strat = get_strategy(strategy)
     seed = check_seed(seed)
+    owns = owns or (lambda source: True)
     if hasattr(manifold, "pairs_from_cube"):
         if antithetic:
             raise ValueError(f"antithetic pairs (v and -v) need an exponential map; {manifold!r} has none: "
@@ -417,15 +443,28 @@ def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: 
     if qmc:
         check_count(qmc_replicates, "qmc_replicates", minimum=2)
         units = check_qmc_n(n, qmc_replicates, antithetic)
+        per_rep = -(-units // block)
         for rep in range(qmc_replicates):
+            if not owns(rep):
+                continue
             src = _CubeSource(dim, seed, True, rep)
-            for start in range(0, units, block):
-                yield _draw_block(manifold, strat, delta, src, min(block, units - start), antithetic, rep, reject)
+            for j, start in enumerate(range(0, units, block)):
+                yield rep * per_rep + j, _draw_block(manifold, strat, delta, src, min(block, units - start),
+                                                     antithetic, rep, reject)
     else:
         units = -(-n // per_unit)
         src = _CubeSource(dim, seed, False)
-        for start in range(0, units, block):
-            yield _draw_block(manifold, strat, delta, src, min(block, units - start), antithetic, 0, reject)
+        independent = not getattr(manifold, "has_boundary", False)
+        for j, start in enumerate(range(0, units, block)):
+            if not owns(j if independent else 0):
+                continue
+            if independent:
+                src.block = j  # no redraws: block j is drawn with generator j
+            pairs = _draw_block(manifold, strat, delta, src, min(block, units - start), antithetic, 0, reject)
+            if independent and src.block != j + 1:
+                raise RuntimeError(f"{manifold!r} redrew pairs but does not declare has_boundary: its blocks are "
+                                   "not independent")
+            yield j, pairs
 
 
 def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,

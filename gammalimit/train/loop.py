@@ -14,6 +14,14 @@ checked to be writable before anything runs, and locked (an OS file lock,
 :class:`gammalimit.fileio.FolderLock`) for the whole run: a second process
 writing the same folder is refused. Ctrl-C (``KeyboardInterrupt``) ends a run
 with :class:`TrainingInterrupted`, which says which checkpoint is kept.
+
+Under ``torchrun`` (a ``torch.distributed`` group of K > 1 processes,
+:mod:`gammalimit.distributed`) the run is data parallel: each step's global
+batch is the single-process batch, each rank takes its share of its pairs
+(:meth:`Trainer.step_pairs`) and ``DistributedDataParallel`` averages the
+gradients; rank 0 alone writes the run folder (and holds its lock), every
+rank loads the checkpoint on resume, and the final evaluation's estimates are
+shared out among the ranks.
 """
 
 from __future__ import annotations
@@ -29,10 +37,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import distributed
 from ..fileio import FolderLock, writable_folder
 from ..loss import pair_terms
 from ..manifolds.point_cloud import PairPool
-from ..sampling import sample_pairs
+from ..sampling import PairSample, iter_blocks, sample_pairs
 from ..validation import check_count
 from . import checkpoint as files
 from .config import TrainConfig
@@ -234,7 +243,7 @@ class Trainer:
         if self._pool_pairs is None:
             t0 = time.perf_counter()
             pairs = self.manifold.pair_pool(c.delta, c.pool_pairs, strategy=c.strategy, seed=pool_seed(c.seed),
-                                            progress=self.progress)
+                                            progress=self.progress and distributed.is_main())
             self.pool = {"pairs": len(pairs), "seed": pool_seed(c.seed), "seconds": time.perf_counter() - t0}
             if self.manifold.midpoint_rule == "projection":
                 self.pool["fit"] = dict(self.manifold.last_fit)
@@ -301,8 +310,7 @@ class Trainer:
             if resume and not self.out.is_dir():
                 raise ValueError(f"no checkpoint to resume from: the run folder {self.out} does not exist; start "
                                  "the run without resume (--resume), or give the folder that holds it")
-            writable_folder(self.out, "run folder")
-            lock = FolderLock(self.out, files.LOCK, "run folder")
+            lock = distributed.from_main(self._claim_folder)  # rank 0 writes; its refusal stops every rank
         threads = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
@@ -326,9 +334,49 @@ class Trainer:
             if lock is not None:
                 lock.release()
 
+    def _claim_folder(self) -> FolderLock:
+        writable_folder(self.out, "run folder")
+        return FolderLock(self.out, files.LOCK, "run folder")
+
+    def _writes(self) -> bool:
+        """Whether this process writes the run folder (the only process, or rank 0)."""
+        return self.out is not None and distributed.is_main()
+
+    def step_pairs(self, source, step: int) -> PairSample:
+        """This process's pairs of step ``step``: the whole batch of ``sample_pairs`` with the step's
+        seed, or under K processes its share, so that the shares make up exactly that batch.
+
+        With QMC and K dividing its 2 replicates, rank ``r`` draws only the replicates ``i`` with
+        ``i % K = r`` (independent Sobol sequences, :func:`gammalimit.sampling.iter_blocks`: the same
+        pairs, bit for bit, without drawing the others'); otherwise every rank draws the whole batch and
+        takes rows ``r::K`` (``batch_size`` must then be a multiple of K, checked at the start).
+        """
+        c = self.config
+        kw = dict(strategy=c.strategy, antithetic=c.antithetic, qmc=c.qmc, qmc_replicates=2,
+                  seed=step_seed(c.seed, step))
+        k = distributed.world_size()
+        if k > 1 and c.qmc and 2 % k == 0:
+            return PairSample.concat([b for _, b in iter_blocks(source, c.batch_size, c.delta, owns=distributed.owns,
+                                                                **kw)])
+        pairs = sample_pairs(source, c.batch_size, c.delta, **kw)
+        if k == 1:
+            return pairs
+        rows = slice(distributed.rank(), None, k)
+        return PairSample(pairs.x[rows], pairs.y[rows], pairs.midpoint[rows], pairs.dist[rows], pairs.v[rows],
+                          pairs.r[rows], pairs.delta, False, pairs.replicate[rows], pairs.n_rejected)
+
+    def _check_shares(self) -> None:
+        """Equal shares of every step's batch (the mean of the ranks' means is then the batch mean)."""
+        c, k = self.config, distributed.world_size()
+        if k > 1 and not (c.qmc and 2 % k == 0):
+            n = c.batch_size + (c.batch_size % 2 if c.antithetic else 0)
+            if n % k:
+                raise ValueError(f"batch_size = {c.batch_size} must be a multiple of the {k} processes (each takes "
+                                 f"an equal share of every step's pairs); use batch_size = {k * -(-n // k)}")
+
     def _log(self, event: str, **fields) -> None:
         """A line of ``log.jsonl`` (only once the run has started writing its folder)."""
-        if self.out is not None and self._started:
+        if self._writes() and self._started:
             files.append_log(self.out, event, step=self._done, checkpoint_step=self._last_good, **fields)
 
     def _interrupted(self) -> TrainingInterrupted:
@@ -357,15 +405,19 @@ class Trainer:
                                  "that run, or choose another output folder")
             start, pairs_seen, seconds, history, probes = 0, 0, 0.0, [], []
             model, opt, sched, monitor = self._fresh_state()
+        self._check_shares()
+        distributed.barrier()  # every rank has read the folder before rank 0 rewrites metrics.csv
+        net = distributed.wrap(model, self.device)  # gradients averaged over the ranks
+        share = distributed.world_size()
         source = self.pair_source() if start < c.steps else None
         log = None
-        if self.out is not None:
+        if self._writes():
             files.write_config(self.out, c)
             log = files.MetricsLog(self.out / files.METRICS, files.metric_fields(c.penalty), history)
             self._started = True
             self._log("resume" if resume else "start", steps=c.steps, threads=torch.get_num_threads(),
                       torch=torch.__version__)
-        bar = progress_bar(c.steps, start, self.progress)
+        bar = progress_bar(c.steps, start, self.progress and distributed.is_main())
         smoothed = deque(maxlen=PROGRESS_WINDOW + 1)
         first = history[0]["loss"] if history else None
         last_good = start if (resume or self.out is None) else None
@@ -375,19 +427,19 @@ class Trainer:
         try:
             for step in range(start, c.steps):
                 t_step = time.perf_counter()
-                pairs = sample_pairs(source, c.batch_size, c.delta, strategy=c.strategy,
-                                     antithetic=c.antithetic, qmc=c.qmc, qmc_replicates=2,
-                                     seed=step_seed(c.seed, step))
+                pairs = self.step_pairs(source, step)
                 timing["seconds_sampling"] += time.perf_counter() - t_step
                 opt.zero_grad(set_to_none=True)
                 lr = opt.param_groups[0]["lr"]
                 try:
-                    terms = pair_terms(model, pairs, c.penalty)
+                    terms = pair_terms(net, pairs, c.penalty)
                 except ValueError as err:  # non-finite codes or overflowing penalties
                     raise self._diverged(step + 1, f"the loss is not finite ({err})", last_good) from None
                 loss = terms.total(c.lam).mean()
+                # the batch's loss and terms: the mean of the ranks' equal shares (all ranks decide alike)
+                batch = distributed.all_mean(torch.stack([loss.detach(), *(v.detach().mean() for v in terms.values())]))
                 try:
-                    self._check_loss(loss, monitor, step)
+                    self._check_loss(batch[0], monitor, step)
                 except ValueError as err:
                     raise self._diverged(step + 1, err, last_good) from None
                 loss.backward()
@@ -395,9 +447,9 @@ class Trainer:
                 sched.step()
                 timing["seconds_step"] += time.perf_counter() - t_step
                 timing["steps"] += 1
-                pairs_seen += len(pairs)
-                row = {"step": step + 1, "loss": float(loss.detach()),
-                       **{name: float(value.detach().mean()) for name, value in terms.items()},
+                pairs_seen += len(pairs) * share
+                row = {"step": step + 1, "loss": float(batch[0]),
+                       **{name: float(value) for name, value in zip(terms, batch[1:])},
                        "lr": lr, "pairs": pairs_seen, "seconds": time.perf_counter() - t_start}
                 history.append(row)
                 if log:
@@ -411,13 +463,14 @@ class Trainer:
                 if self.out is not None and (done % c.checkpoint_every == 0 or done == c.steps):
                     if not all(torch.isfinite(p).all() for p in model.parameters()):
                         raise self._diverged(done, "the weights are not finite after the update", last_good)
-                    log.flush()
-                    files.save_checkpoint(self._checkpoint_path(), c, step=done, model=model, optimizer=opt,
-                                          scheduler=sched, monitor=monitor, pairs=pairs_seen,
-                                          seconds=time.perf_counter() - t_start, manifold=self.manifold,
-                                          pool=self.pool, start=self.start)
-                    if self.callback is not None:
-                        files.write_probes(self.out, probes)
+                    if self._writes():
+                        log.flush()
+                        files.save_checkpoint(self._checkpoint_path(), c, step=done, model=model, optimizer=opt,
+                                              scheduler=sched, monitor=monitor, pairs=pairs_seen,
+                                              seconds=time.perf_counter() - t_start, manifold=self.manifold,
+                                              pool=self.pool, start=self.start)
+                        if self.callback is not None:
+                            files.write_probes(self.out, probes)
                     last_good = self._last_good = done
                 bar.set_postfix_str(progress_postfix(row["loss"], lr, smoothed, first), refresh=False)
                 bar.update()
@@ -430,7 +483,7 @@ class Trainer:
                              self.pool, self.start, torch.get_num_threads(), timing)
         if evaluate_final:
             result.evaluation = evaluate(model, c, self.manifold)
-        if self.out is not None:
+        if self._writes():
             files.write_result(self.out, result.to_dict())
         return result
 
