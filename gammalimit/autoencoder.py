@@ -164,6 +164,10 @@ class ReconstructionResult:
         Wall time of the optimisation.
     joint : bool
         Whether the encoder was trained too (plain autoencoder) or frozen.
+    regulariser_losses : list of float
+        Float32 batch value of the regulariser at every step, for an
+        autoencoder trained with one (:mod:`gammalimit.neural_peers`; ``losses``
+        then holds the total); empty otherwise.
     """
 
     encoder: torch.nn.Module
@@ -174,6 +178,7 @@ class ReconstructionResult:
     steps: int = 0
     seconds: float = 0.0
     joint: bool = False
+    regulariser_losses: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"error_before": self.error_before, "error_after": self.error_after, "steps": self.steps,
@@ -217,8 +222,15 @@ def reconstruction_error(encoder, decoder, points: torch.Tensor) -> torch.Tensor
     return torch.linalg.vector_norm(out - points, dim=-1) / torch.linalg.vector_norm(points, dim=-1)
 
 
-def _train_reconstruction(encoder, decoder, manifold, config: DecoderConfig, steps: int, encoder_lr=None):
-    """Minimise ``E |D(phi(x)) - x|^2``; the encoder too when ``encoder_lr`` is given."""
+def _train_reconstruction(encoder, decoder, manifold, config: DecoderConfig, steps: int, encoder_lr=None,
+                          regulariser=None, weight: float = 0.0):
+    """Minimise ``E |D(phi(x)) - x|^2``; the encoder too when ``encoder_lr`` is given.
+
+    With ``regulariser``, a callable ``(encoder, decoder, x, codes, step) ->``
+    scalar tensor, the objective is ``E |D(phi(x)) - x|^2 + weight * regulariser``
+    (``codes = phi(x)`` of the step's batch ``x``); without it the steps are
+    bit for bit those of the reconstruction alone.
+    """
     joint = encoder_lr is not None
     eval_x = _points(manifold, config.eval_points, config.eval_seed)
     before = float(reconstruction_error(encoder, decoder, eval_x).mean())
@@ -231,13 +243,19 @@ def _train_reconstruction(encoder, decoder, manifold, config: DecoderConfig, ste
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(config.warmup, steps, config.final_lr_ratio))
     encoder.train(joint)
     decoder.train()
-    losses = []
+    losses, reg_losses = [], []
     t0 = time.perf_counter()
     try:
         for step in range(steps):
             x = _points(manifold, config.batch_size, step_seed(config.seed, step)).to(TRAIN_DTYPE)
             opt.zero_grad(set_to_none=True)
-            loss = ((decoder(encoder(x)) - x) ** 2).sum(-1).mean()
+            if regulariser is None:
+                loss = ((decoder(encoder(x)) - x) ** 2).sum(-1).mean()
+            else:
+                codes = encoder(x)
+                reg = regulariser(encoder, decoder, x, codes, step)
+                loss = ((decoder(codes) - x) ** 2).sum(-1).mean() + weight * reg
+                reg_losses.append(float(reg.detach()))
             if not torch.isfinite(loss):
                 raise ValueError(f"the reconstruction loss is {float(loss)} at step {step}; lower lr "
                                  f"(lr = {config.lr:g})")
@@ -252,7 +270,7 @@ def _train_reconstruction(encoder, decoder, manifold, config: DecoderConfig, ste
     encoder.eval()
     decoder.eval()
     after = float(reconstruction_error(encoder, decoder, eval_x).mean())
-    return ReconstructionResult(encoder, decoder, losses, before, after, steps, seconds, joint)
+    return ReconstructionResult(encoder, decoder, losses, before, after, steps, seconds, joint, reg_losses)
 
 
 def fit_decoder(encoder: torch.nn.Module, manifold, config: DecoderConfig | None = None) -> ReconstructionResult:
