@@ -52,112 +52,11 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("gammalimit.estimator needs scikit-learn: pip install -e '.[compare]'") from err
 
 from .loss import evaluate_encoder
-from .manifolds.base import DTYPE
 from .manifolds.registry import MANIFOLDS
+# the measures of codes live in gammalimit.shapes; imported here, where they were first defined
+from .shapes import local_isometry_error, overlap_fraction, procrustes_error  # noqa: F401
 from .train import TrainConfig, float64_copy, make_manifold, train
 from .validation import check_choice, check_count, check_int
-
-# --------------------------------------------------------------------------
-# measures
-
-
-def _codes(c) -> torch.Tensor:
-    c = torch.as_tensor(np.asarray(c) if not isinstance(c, torch.Tensor) else c).to(DTYPE)
-    if c.ndim != 2:
-        raise ValueError(f"codes must have shape (k, l), got {tuple(c.shape)}")
-    return c
-
-
-def local_isometry_error(code_x, code_y, dist, scale: float | None = None) -> dict:
-    """RMS relative distance error after the best global scale.
-
-    With ``q_i = |c(x_i) - c(y_i)| / d(x_i, y_i)``, the scale
-    ``s = sum q_i / sum q_i^2`` minimises ``sum (s q_i - 1)^2``, and
-
-        error = sqrt(mean((s q_i - 1)^2)).
-
-    Given ``scale``, that ``s`` is used instead (e.g. the in-sample scale for
-    held-out pairs).
-
-    Parameters
-    ----------
-    code_x, code_y : array, shape=[k, l]
-    dist : array, shape=[k]
-        Geodesic distances ``d(x_i, y_i) > 0``.
-    scale : float, optional
-
-    Returns
-    -------
-    dict
-        ``error`` (with the best or the given scale), ``scale`` ``s``, and
-        ``error_unscaled`` (``s = 1``: the codes as they stand).
-    """
-    cx, cy = _codes(code_x), _codes(code_y)
-    d = torch.as_tensor(np.asarray(dist) if not isinstance(dist, torch.Tensor) else dist).to(DTYPE)
-    q = torch.linalg.vector_norm(cx - cy, dim=-1) / d
-    s = q.sum() / (q**2).sum() if scale is None else torch.tensor(float(scale), dtype=DTYPE)
-    return {"error": float(((s * q - 1) ** 2).mean().sqrt()), "scale": float(s),
-            "error_unscaled": float(((q - 1) ** 2).mean().sqrt())}
-
-
-def procrustes_error(codes, flat) -> float:
-    """``min |s c R + b - u|_F / |u - mean(u)|_F`` over rotations and reflections
-    ``R``, scales ``s`` and shifts ``b``.
-
-    Parameters
-    ----------
-    codes : array, shape=[k, l]
-    flat : array, shape=[k, m]
-        True flat coordinates (an isometric chart), ``m <= l``; padded with
-        zeros to ``l`` columns.
-
-    Returns
-    -------
-    float
-        0 for codes that are a similarity transform of ``flat``; 1 for codes
-        carrying no linear information about it.
-    """
-    c, u = _codes(codes), _codes(flat)
-    if c.shape[0] != u.shape[0] or u.shape[1] > c.shape[1]:
-        raise ValueError(f"codes {tuple(c.shape)} and flat coordinates {tuple(u.shape)} must have the same "
-                         f"number of rows and no more columns than the codes")
-    c, u = c - c.mean(0), u - u.mean(0)
-    u = torch.cat([u, u.new_zeros(u.shape[0], c.shape[1] - u.shape[1])], 1)
-    # c^T u = U S V^T: the best R is U V^T, the best s is tr(S) / |c|^2; the
-    # residual is formed explicitly (|u|^2 - tr(S)^2/|c|^2 would cancel)
-    U, S, Vh = torch.linalg.svd(c.T @ u)
-    fitted = (S.sum() / (c**2).sum()) * c @ (U @ Vh)
-    return float(torch.linalg.matrix_norm(fitted - u) / torch.linalg.matrix_norm(u))
-
-
-def overlap_fraction(code_a, code_b, dist, delta: float, scale: float = 1.0) -> float:
-    """Fraction of far pairs that the codes bring close: a symptom of folds.
-
-    Over pairs with ``d(a, b) > 4 delta``, the fraction with
-    ``scale |c(a) - c(b)| < delta``. An injective, nearly isometric embedding
-    has none; one that folds ``M`` onto itself (locally isometric, globally
-    not injective) has a positive fraction.
-
-    Parameters
-    ----------
-    code_a, code_b : array, shape=[k, l]
-    dist : array, shape=[k]
-    delta : float
-    scale : float
-        E.g. the scale from :func:`local_isometry_error`.
-
-    Returns
-    -------
-    float, or nan if no pair is farther than ``4 delta``
-    """
-    ca, cb = _codes(code_a), _codes(code_b)
-    d = torch.as_tensor(np.asarray(dist) if not isinstance(dist, torch.Tensor) else dist).to(DTYPE)
-    far = d > 4 * delta
-    if not far.any():
-        return float("nan")
-    close = scale * torch.linalg.vector_norm(ca - cb, dim=-1) < delta
-    return float((close & far).sum() / far.sum())
-
 
 # --------------------------------------------------------------------------
 # the estimator

@@ -1,6 +1,7 @@
 """Training from samples: the Isomap global start, triplet files, smoothed clouds."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -46,9 +47,14 @@ def test_isomap_start_unrolls_where_the_pca_start_folds(roll_file):
         config = TrainConfig(data=str(path), dim=2, delta=2.5, lam=1.0, steps=60, batch_size=64, hidden=(64, 64),
                              warmup=6, start=start, start_steps=300, start_points=1500, pool_pairs=1024,
                              eval_pairs=256)
-        result = train(config, progress=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = train(config, progress=False)
         with torch.no_grad():
             errors[start] = _procrustes_error(float64_copy(result.model)(X), flat)
+        # the fold check after training: it warns exactly for the folded encoder
+        folds = result.evaluation["folds"]
+        assert folds["warning"] == (start == "none") == any("folds M" in str(w.message) for w in caught), folds
         if start == "isomap":
             assert result.start["method"] == "isomap" and result.start["points"] == 1500
             assert 0 <= result.start["relative_rms"] < 0.05
