@@ -434,9 +434,11 @@ def _run(args) -> int:
     rank = distributed.rank()
 
     def error(text: str, err: BaseException) -> None:
+        # a refused input is refused by every rank alike: rank 0 says so; a file another rank cannot use
+        # (another node's disk) is that rank's to say
         if rank == 0:
             print(f"gammalimit {args.command}: error: {text}", file=sys.stderr)
-        elif not getattr(err, "from_main", False):
+        elif isinstance(err, OSError) and not getattr(err, "from_main", False):
             print(f"gammalimit {args.command} (rank {rank}): error: {text}", file=sys.stderr)
 
     try:
