@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from gammalimit.cli import main
 from gammalimit import PairSample, PointCloud, discrete_loss, distributed, sample_pairs
 from gammalimit.manifolds import FlatTorus, Sphere, SwissRoll
 from gammalimit.train import TrainConfig, train
@@ -54,15 +55,15 @@ def loss_cases():
     given = sample_pairs(torus, 40_000, 0.1, seed=3)  # 3 blocks of 2^14 given pairs
     given = PairSample.from_arrays(given.x, given.y, given.midpoint, given.dist, delta=0.1)
     return [
-        ("plain, torus, 3 blocks", lambda: discrete_loss(_encoder(4), torus, lam=1.0, delta=0.1, n=150_000)),
-        ("antithetic, sphere, 3 blocks", lambda: discrete_loss(_encoder(3), sphere, lam=0.5, delta=0.2, n=140_000,
-                                                               antithetic=True, seed=5)),
-        ("qmc, 3 replicates of 2 blocks", lambda: discrete_loss(_encoder(3), sphere, lam=1.0, delta=0.1,
-                                                                n=3 * 2**17, qmc=True, qmc_replicates=3)),
+        ("plain, torus, 3 blocks", lambda: discrete_loss(_encoder(4), torus, lam=1.0, delta=0.1, n=2**17 + 10)),
+        ("antithetic, sphere, 2 blocks", lambda: discrete_loss(_encoder(3), sphere, lam=0.5, delta=0.2,
+                                                               n=2**16 + 2**10, antithetic=True, seed=5)),
+        ("qmc, 3 replicates (uneven shares)", lambda: discrete_loss(_encoder(3), sphere, lam=1.0, delta=0.1,
+                                                                    n=3 * 2**14, qmc=True, qmc_replicates=3)),
         ("qmc antithetic, ball", lambda: discrete_loss(_encoder(4), torus, lam=1.0, delta=0.1, n=8 * 2 * 2**10,
                                                        qmc=True, antithetic=True, strategy="ball")),
         ("plain, Swiss roll (boundary: one source)", lambda: discrete_loss(_encoder(3), roll, lam=1.0, delta=0.3,
-                                                                           n=70_000)),
+                                                                           n=2**16 + 100)),
         ("qmc, PointCloud", lambda: discrete_loss(_encoder(2), _cloud(), lam=1.0, delta=0.1, n=8 * 2**9, qmc=True,
                                                   strategy="ball")),
         ("given PairSample, 3 blocks", lambda: discrete_loss(_encoder(4), given, lam=1.0)),
@@ -111,7 +112,7 @@ def test_distributed_loss_equals_one_process_bit_for_bit(tmp_path):
 
 def _config(**kw) -> TrainConfig:
     base = dict(manifold="sphere", latent_dim=3, hidden=(16, 16), batch_size=64, steps=20, warmup=5,
-                checkpoint_every=10, eval_pairs=1 << 12, limit="monte-carlo", lr=3e-3)
+                checkpoint_every=10, eval_pairs=1 << 10, limit="monte-carlo", lr=3e-3)
     return TrainConfig(**{**base, **kw})
 
 
@@ -195,14 +196,19 @@ def test_python_m_gammalimit_help():
     assert done.returncode == 0 and "usage: gammalimit" in done.stdout
 
 
-def test_torchrun_loss_prints_the_single_process_result_once(tmp_path):
-    args = ("loss", "--manifold", "torus", "--scale", "1.2,0.9", "--pairs", str(3 << 16), "--json")
-    done = _gammalimit(*args, torchrun=PROCESSES, cwd=tmp_path)
+def test_torchrun_loss_prints_the_single_process_result_once(tmp_path, capsys):
+    args = ("loss", "--manifold", "torus", "--scale", "1.2,0.9", "--pairs", str(2**16 + 10), "--json")
+    done = _gammalimit(*args, torchrun=PROCESSES, cwd=tmp_path)  # --pairs: torchrun takes --n for its own
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # rank 0 alone prints
-    one = _gammalimit(*args, cwd=tmp_path)
-    assert json.loads(lines[0]) == json.loads(one.stdout)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(list(args)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(lines[0]) == json.loads(capsys.readouterr().out)
 
 
 def test_torchrun_error_is_one_line_from_rank_zero(tmp_path):
