@@ -131,3 +131,17 @@ def test_isomap_beats_pca_on_a_swiss_roll():
 def test_bad_inputs(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_digits_loader():
+    """scikit-learn's bundled digits, unlabelled, as h u(p_ij) on the 8 x 8 grid (no download)."""
+    from gammalimit.datasets import digits
+
+    X = digits()
+    assert X.shape == (1797, 64) and X.dtype == np.float64
+    assert X.min() == 0.0 and X.max() == 16 / 16 / 8
+    sub = digits(n=100, seed=1)
+    assert sub.shape == (100, 64) and np.array_equal(sub, digits(n=100, seed=1))
+    assert all((X == row).all(1).any() for row in sub[:5])
+    with pytest.raises(ValueError, match="at most 1797"):
+        digits(n=2000)

@@ -7,9 +7,10 @@ from .point_cloud import PointCloud
 from .images import PeriodicBlob, RotatingEllipse, TranslatingBlob
 from .registry import MANIFOLDS, default_delta, make_manifold, manifold_parameters, register_manifold
 from .sphere import Sphere
+from .sprites import Sprite
 from .swiss_roll import SwissRoll
 from .torus import FlatTorus
 
 __all__ = ["Chart", "Manifold", "Circle", "Sphere", "FlatTorus", "SwissRoll", "ClosedCurve",
-           "TranslatingBlob", "RotatingEllipse", "PeriodicBlob", "PointCloud",
+           "TranslatingBlob", "RotatingEllipse", "PeriodicBlob", "Sprite", "PointCloud",
            "MANIFOLDS", "make_manifold", "manifold_parameters", "register_manifold", "default_delta"]
