@@ -285,8 +285,9 @@ def _add_train_args(p):
                         "schedule is stretched from the resume point on: not the same as a run started that long)")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per step (default 256)")
     p.add_argument("--encoder", choices=ENCODERS, default=None, help="default mlp")
-    p.add_argument("--start", choices=("none", "isomap"), default=None,
-                   help="global start: fit the encoder to an Isomap embedding first (default none)")
+    p.add_argument("--start", choices=("auto", "none", "isomap"), default=None,
+                   help="global start: fit the encoder to an Isomap embedding first; auto (default) does so "
+                        "where the initial encoder folds M")
     p.add_argument("--hidden", type=_ints, default=None, help="hidden widths, e.g. 128,128")
     p.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, default=None)

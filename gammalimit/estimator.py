@@ -113,10 +113,10 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
     pool_pairs : int, optional
         Without ``manifold``: pairs of the pool computed once from ``X``
         (default: :class:`~gammalimit.train.TrainConfig`'s).
-    start : {"none", "isomap"}, default "none"
+    start : {"auto", "none", "isomap"}, default "auto"
         A global start: the encoder is first fitted to an Isomap embedding
-        of training points (:mod:`gammalimit.train.start`); needed where the
-        PCA start is folded (the Swiss roll).
+        of training points (:mod:`gammalimit.train.start`); ``"auto"`` does
+        so only where the initial encoder folds ``M`` (the Swiss roll).
     latent_dim : int, default 2
         ``l >= m``.
     delta : float, optional
@@ -168,7 +168,7 @@ class GammaEncoder(TransformerMixin, BaseEstimator):
 
     def __init__(self, manifold=None, latent_dim=2, delta=None, lam=0.01, penalty="squared", steps=1000,
                  batch_size=64, encoder="mlp", hidden=(128, 128), lr=None, warmup=50, strategy=None, n_pixels=None,
-                 manifold_params=None, dim=None, cloud_params=None, pool_pairs=None, start="none",
+                 manifold_params=None, dim=None, cloud_params=None, pool_pairs=None, start="auto",
                  random_state=None, progress=False):
         self.manifold = manifold
         self.latent_dim = latent_dim

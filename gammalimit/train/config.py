@@ -171,14 +171,20 @@ class TrainConfig:
         directions of these image families have the right topology (for the
         rotating ellipse and the periodic blob they are the first Fourier
         modes). Needs ``linear_skip``.
-    start : {"none", "isomap"}
+    start : {"auto", "none", "isomap"}
         A global start before training on ``L_delta``
         (:mod:`gammalimit.train.start`): ``"isomap"`` fits the whole encoder
         (``start_steps`` full-batch Adam steps at ``10 lr``) to an Isomap
         embedding of ``start_points`` training points with
         ``start_neighbors`` neighbours. ``L_delta`` sees only pairs at scale
         ``delta`` and cannot undo a fold; on the Swiss roll the PCA start is
-        folded and stays so.
+        folded and stays so. ``"auto"`` (the default) runs the fold check
+        (:func:`~gammalimit.train.evaluation.fold_check`) on the initial
+        encoder and starts from Isomap only where it folds: the Isomap start
+        costs the closed image manifolds accuracy in ``L`` (the fit to
+        Isomap's codes leaves wiggles below ``delta``: ``L`` of the trained
+        rotating-ellipse encoder 1.21 times the optimum, against 1.0006 from
+        the PCA start), and their PCA start does not fold.
     start_points, start_steps, start_neighbors : int
     lr, weight_decay : float
         AdamW's peak learning rate and decoupled weight decay (default 0: any
@@ -252,7 +258,7 @@ class TrainConfig:
     channels: tuple[int, ...] = (16, 32)
     linear_skip: bool = True
     init: str = "pca"
-    start: str = "none"
+    start: str = "auto"
     start_points: int = 2000
     start_steps: int = 500
     start_neighbors: int = 10

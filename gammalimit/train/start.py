@@ -22,8 +22,9 @@ import torch
 
 from ..manifolds.base import DTYPE
 
-#: The global starts a config may ask for ("none": the encoder's own initialisation).
-STARTS = ("none", "isomap")
+#: The global starts a config may ask for ("none": the encoder's own initialisation; "auto": "isomap"
+#: where the initial encoder folds M, as the fold check after training measures it, else "none").
+STARTS = ("auto", "none", "isomap")
 
 #: The fit runs at this multiple of the training rates. Measured on 1500 Swiss-roll samples
 #: (relative RMS residual after 300 / 500 steps): 64x64 MLP 0.30 / 0.060 at 1x, 0.023 / 0.021 at 10x;
@@ -103,12 +104,23 @@ def global_start(model: torch.nn.Module, manifold, config, param_groups: list[di
 
     Returns the record written to ``result.json`` (method, points, neighbours,
     the fit's ``relative_rms``, seconds), or ``None`` for ``start="none"``.
-    The points come from a generator seeded with ``config.seed + 1`` (the
-    encoder's own weights use ``config.seed``), so a run is reproducible.
+    With ``start="auto"`` the initial encoder (the PCA start) first goes
+    through :func:`~gammalimit.train.evaluation.fold_check`: where it folds
+    ``M`` the Isomap start follows, else nothing changes (the record then says
+    ``method="none"`` and why). The points come from a generator seeded with
+    ``config.seed + 1`` (the encoder's own weights use ``config.seed``), so a
+    run is reproducible; the check draws from its own seeded generators, so a
+    run it leaves alone is bit for bit a ``start="none"`` run.
     """
     if config.start == "none":
         return None
     t0 = time.perf_counter()
+    check = None
+    if config.start == "auto":
+        check = initial_folds(model, manifold, config)
+        if not check["warning"]:
+            return {"method": "none", "chosen_by": "auto", "initial_folds": check,
+                    "seconds": time.perf_counter() - t0}
     g = torch.Generator().manual_seed(config.seed + 1)
     points = start_points(manifold, config.start_points, g)
     codes = isomap_codes(points, config.latent_dim, config.start_neighbors)
@@ -116,5 +128,21 @@ def global_start(model: torch.nn.Module, manifold, config, param_groups: list[di
         torch.manual_seed(config.seed + 1)
         fit = fit_codes(model, points, codes, steps=config.start_steps, lr=START_LR_RATIO * config.lr,
                         param_groups=param_groups)
-    return {"method": config.start, "points": len(points), "neighbors": config.start_neighbors, **fit,
-            "seconds": time.perf_counter() - t0}
+    record = {"method": "isomap", "points": len(points), "neighbors": config.start_neighbors, **fit,
+              "seconds": time.perf_counter() - t0}
+    if check is not None:
+        record.update(chosen_by="auto", initial_folds=check)
+    return record
+
+
+def initial_folds(model: torch.nn.Module, manifold, config) -> dict:
+    """The fold check of the freshly initialised encoder (no warning raised: it decides, it does not warn)."""
+    import warnings
+
+    from .evaluation import fold_check
+    from .networks import float64_copy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return fold_check(float64_copy(model), manifold, config.delta, strategy=config.strategy,
+                          seed=config.seed + 2)
