@@ -170,5 +170,7 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    ids = [device] if device.type == "cuda" else None
+    ids = None
+    if device.type == "cuda":  # "cuda" alone means this process's GPU, cuda:LOCAL_RANK (init_from_env)
+        ids = [device.index if device.index is not None else torch.cuda.current_device()]
     return DistributedDataParallel(model, device_ids=ids)
