@@ -425,6 +425,21 @@ def iter_blocks(manifold, n: int, delta: float, *, strategy="shell", antithetic:
     (int, PairSample)
         The block's index in :func:`iter_pairs`'s order, and the block.
     """
+    manifold, delta, strat, plan = _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed,
+                                               qmc_replicates, owns)
+    independent = not getattr(manifold, "has_boundary", False)
+    for index, src, k, rep in plan:
+        start = src.block
+        pairs = _draw_block(manifold, strat, delta, src, k, antithetic, rep, reject)
+        if not src.qmc and independent and src.block != start + 1:
+            raise RuntimeError(f"{manifold!r} redrew pairs but does not declare has_boundary: its blocks are "
+                               "not independent")
+        yield index, pairs
+
+
+def _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates, owns):
+    """Checked arguments and the blocks of the stream: ``(index, source, units, replicate)`` for each block
+    of the sources ``owns`` picks, the source positioned to draw that block (see :func:`iter_blocks`)."""
     manifold = check_manifold(manifold)
     delta = check_delta(manifold, delta)
     check_count(n, "n", minimum=2)
@@ -440,31 +455,46 @@ def iter_blocks(manifold, n: int, delta: float, *, strategy="shell", antithetic:
         dim = manifold.dim + tangent_cube_dim(manifold.dim) + strat.cube_dim
     per_unit = 2 if antithetic else 1
     block = block_size(manifold) // per_unit
+
+    def plan():
+        if qmc:
+            units = check_qmc_n(n, qmc_replicates, antithetic)
+            per_rep = -(-units // block)
+            for rep in range(qmc_replicates):
+                if not owns(rep):
+                    continue
+                src = _CubeSource(dim, seed, True, rep)
+                for j, start in enumerate(range(0, units, block)):
+                    yield rep * per_rep + j, src, min(block, units - start), rep
+        else:
+            units = -(-n // per_unit)
+            src = _CubeSource(dim, seed, False)
+            independent = not getattr(manifold, "has_boundary", False)
+            for j, start in enumerate(range(0, units, block)):
+                if not owns(j if independent else 0):
+                    continue
+                if independent:
+                    src.block = j  # no redraws: block j is drawn with generator j
+                yield j, src, min(block, units - start), 0
+
     if qmc:
         check_count(qmc_replicates, "qmc_replicates", minimum=2)
-        units = check_qmc_n(n, qmc_replicates, antithetic)
-        per_rep = -(-units // block)
-        for rep in range(qmc_replicates):
-            if not owns(rep):
-                continue
-            src = _CubeSource(dim, seed, True, rep)
-            for j, start in enumerate(range(0, units, block)):
-                yield rep * per_rep + j, _draw_block(manifold, strat, delta, src, min(block, units - start),
-                                                     antithetic, rep, reject)
-    else:
-        units = -(-n // per_unit)
-        src = _CubeSource(dim, seed, False)
-        independent = not getattr(manifold, "has_boundary", False)
-        for j, start in enumerate(range(0, units, block)):
-            if not owns(j if independent else 0):
-                continue
-            if independent:
-                src.block = j  # no redraws: block j is drawn with generator j
-            pairs = _draw_block(manifold, strat, delta, src, min(block, units - start), antithetic, 0, reject)
-            if independent and src.block != j + 1:
-                raise RuntimeError(f"{manifold!r} redrew pairs but does not declare has_boundary: its blocks are "
-                                   "not independent")
-            yield j, pairs
+    return manifold, delta, strat, plan()
+
+
+def _chart_sample(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates) -> PairSample:
+    """:func:`sample_pairs` on a manifold that draws pairs in its chart and has no boundary: the cube
+    points of every block first, then one call of ``pairs_in_chart``. The pairs are those of the
+    blocks joined (:meth:`PairSample.concat`), without rendering and copying block by block."""
+    manifold, delta, strat, plan = _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed,
+                                               qmc_replicates, None)
+    u, reps = [], []
+    for _, src, k, rep in plan:
+        u.append(src.draw(k))
+        reps.append(torch.full((k,), rep, dtype=torch.long))
+    fields, _ = _pairs_from_cube(manifold, strat, delta, torch.cat(u), antithetic)
+    rep = torch.cat(reps)
+    return PairSample(*fields, delta, antithetic, torch.cat([rep, rep]) if antithetic else rep, 0)
 
 
 def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
@@ -506,5 +536,7 @@ def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic
         ``v`` ``shape=[n, ambient_dim]``. With ``antithetic``, pair
         ``i + n/2`` is pair ``i`` with ``-v``.
     """
+    if reject and hasattr(manifold, "pairs_in_chart") and not manifold.has_boundary:
+        return _chart_sample(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates)
     return PairSample.concat(list(iter_pairs(manifold, n, delta, strategy=strategy, antithetic=antithetic,
                                              qmc=qmc, seed=seed, qmc_replicates=qmc_replicates, reject=reject)))

@@ -56,3 +56,18 @@ def test_the_trainer_records_sampling_and_step_time(tmp_path):
     timing = json.loads((tmp_path / "run" / "result.json").read_text())["timing"]
     assert timing == result.timing and timing["steps"] == 4
     assert 0 < timing["seconds_sampling"] < timing["seconds_step"]
+
+
+@pytest.mark.parametrize("antithetic", [False, True])
+@pytest.mark.parametrize("qmc", [False, True])
+def test_one_chart_call_equals_the_blocks_joined(antithetic, qmc):
+    """sample_pairs on a chart manifold without boundary renders every block at once: the same bits as
+    the blocks of iter_pairs joined."""
+    from gammalimit.sampling import PairSample, iter_pairs
+
+    M = RotatingEllipse(n_pixels=16)
+    n = 1 << 16  # several blocks of 2^14 pairs at 16 x 16 pixels
+    a = sample_pairs(M, n, 0.02, antithetic=antithetic, qmc=qmc, qmc_replicates=2, seed=5)
+    b = PairSample.concat(list(iter_pairs(M, n, 0.02, antithetic=antithetic, qmc=qmc, qmc_replicates=2, seed=5)))
+    for field in ("x", "y", "midpoint", "dist", "v", "r", "replicate"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field

@@ -162,8 +162,17 @@ class ImageManifold:
                 inside = inside[:h] & inside[h:]
         shape = (-1,) if self.dim == 1 else (-1, self.dim)
         t, end, mid = (self._wrap(a).reshape(shape) for a in (t, end, mid))
-        v = torch.einsum("kni,ki->kn", self._frame(t), c)
-        return (self.render(t), self.render(end), self.render(mid), delta * r, v, r), inside
+        x, frame = self._render_and_frame(t)
+        v = (frame * c[:, None, :]).sum(-1)
+        return (x, self._render_samples(end), self._render_samples(mid), delta * r, v, r), inside
+
+    def _render_and_frame(self, t: torch.Tensor):
+        """``render(t)`` and ``_frame(t)``; a family that gets both from one evaluation overrides it."""
+        return self.render(t), self._frame(t)
+
+    def _render_samples(self, t: torch.Tensor) -> torch.Tensor:
+        """``render(t)`` for the sampler (no autodiff needed: a family may render in place)."""
+        return self.render(t)
 
     def pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel values ``u(p_ij)`` of ambient points, ``shape=[k, N, N]``."""

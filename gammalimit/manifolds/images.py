@@ -434,6 +434,15 @@ class RotatingEllipse(ImageManifold):
         """``d render / d theta`` (pixel-weighted), ``shape=[k, N^2, 1]``."""
         return self._render_and_derivative(theta)[1][:, :, None]
 
+    def _render_samples(self, theta: torch.Tensor) -> torch.Tensor:
+        """:meth:`render` computed in place (the same bits; not for autodiff)."""
+        return torch.exp(self._precision(theta)[0] @ self._quad).mul_(self.h)
+
+    def _render_and_frame(self, theta: torch.Tensor):
+        """Images and the tangent frame from one exponential (the sampler needs both)."""
+        x, dx = self._render_and_derivative(theta)
+        return x, dx[:, :, None] / math.sqrt(self.metric_scale)
+
     def angles(self, x: torch.Tensor) -> torch.Tensor:
         """Angles in ``[0, pi)`` of images ``shape=[k, N^2]``, ``shape=[k]``:
         the major axis of the second-moment tensor, refined by Gauss-Newton."""
