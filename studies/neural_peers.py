@@ -51,8 +51,8 @@ CASES = (Case("swissroll", 2.0, 1.0), Case("translating-blob", 0.05, 0.01))
 class Params:
     cases: tuple = CASES
     n_pixels: int = 32
-    steps: int = 400
-    decoder_steps: int = 400
+    steps: int = 250
+    decoder_steps: int = 250
     batch_size: int = 128
     hidden: tuple = (128, 128)
     decoder_hidden: tuple = (128, 128)

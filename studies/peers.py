@@ -51,10 +51,10 @@ class Case:
     start: str = "auto"  # the trainer's global start (auto: Isomap where the PCA start folds, as on the roll)
 
 
-CASES = (Case("swissroll", 2, 2.0, 1.0, 1000, True),
+CASES = (Case("swissroll", 2, 2.0, 1.0, 600, True),
          Case("torus", 4, 0.3, 0.01, 1000, True),
          Case("sphere", 3, 0.3, 0.01, 1000, False),
-         Case("translating-blob", 2, 0.05, 0.01, 800, True),
+         Case("translating-blob", 2, 0.05, 0.01, 600, True),
          Case("rotating-ellipse", 2, 0.02, 0.01, 1000, True),
          Case("periodic-blob", 4, 0.05, 0.1, 1000, True))
 
@@ -69,7 +69,7 @@ class Params:
     mds_pairs: int = 100        # MDS (SMACOF, O(n^2) per iteration) sees the first 3 mds_pairs points
     n_neighbors: int = 12
     n_overlap_pairs: int = 2000  # random pairs of fitted points for the fold check
-    sample_pool_pairs: int = 2048  # the pair pool of the encoder trained on X alone (one local fit each)
+    sample_pool_pairs: int = 1024  # the pair pool of the encoder trained on X alone (one local fit each)
     batch_size: int = 128
     hidden: tuple = (128, 128)
     seed: int = 0
