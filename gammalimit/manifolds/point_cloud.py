@@ -302,8 +302,8 @@ class PointCloud:
         averages over the ``~ delta^m`` samples near a point) at a bias of
         the fit's order. Measured on the Swiss roll from 2000 samples at
         ``delta = 4`` (studies/train_from_samples.py): the Procrustes error of
-        the trained encoder falls from 0.049 to 0.012 at noise 0.1, from 0.44
-        to 0.081 at 0.5.
+        the trained encoder falls from 0.049 to 0.012 at noise 0.1 (800
+        steps), from 0.22 to 0.081 at 0.5 (500 steps).
         """
         delta = check_real(delta, "delta", minimum=0.0)
         X = torch.cat([self.project(block, delta) for block in self.points.split(QUERY_CHUNK)])
