@@ -473,7 +473,8 @@ def test_sigint_and_the_lock_against_a_real_second_process(tmp_path, capsys):
             one_line_error(capsys, rf"another process \(pid {proc.pid}\) is writing the run folder {out} \(it holds "
                            rf"{out}/.lock\); wait for it to finish, stop it, or choose another folder$")
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        # as generous as the start: under `make test`'s two workers this once took over 60 s
+        _, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
