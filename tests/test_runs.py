@@ -452,10 +452,17 @@ def test_interrupt_in_the_library_says_what_is_kept(tmp_path):
     assert train(config, out=tmp_path, resume=True, progress=False, evaluate_final=False).steps == 20
 
 
+def _default_sigint():
+    # a pytest-xdist worker may ignore SIGINT, and a child inherits an ignored signal: Python then
+    # installs no KeyboardInterrupt handler, and the run would never see the Ctrl-C this test sends
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args, **kw):
     return subprocess.Popen([sys.executable, "-c", "import sys; from gammalimit.cli import main; "
                              "sys.exit(main(sys.argv[1:]))", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=_default_sigint, **kw)
 
 
 def test_sigint_and_the_lock_against_a_real_second_process(tmp_path, capsys):
@@ -473,8 +480,7 @@ def test_sigint_and_the_lock_against_a_real_second_process(tmp_path, capsys):
             one_line_error(capsys, rf"another process \(pid {proc.pid}\) is writing the run folder {out} \(it holds "
                            rf"{out}/.lock\); wait for it to finish, stop it, or choose another folder$")
         proc.send_signal(signal.SIGINT)
-        # as generous as the start: under `make test`'s two workers this once took over 60 s
-        _, err = proc.communicate(timeout=180)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
