@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JOBS ?= 2
 
-.PHONY: install test reproduce quick bench gpu-check clean
+.PHONY: install test reproduce reproduce-long quick bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 reproduce: $(STAMP)
 	$(VENV)/bin/gammalimit reproduce
+
+# the long modes (studies with LONG = True), outside `make reproduce`'s 20-minute budget
+reproduce-long: $(STAMP)
+	$(VENV)/bin/gammalimit reproduce $$($(PY) -c "from gammalimit.reproduce import long_studies; print(*long_studies())")
 
 quick: $(STAMP)
 	$(VENV)/bin/gammalimit reproduce --quick --out build/quick

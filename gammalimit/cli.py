@@ -249,10 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=None,
                    help="quadrature nodes per chart coordinate (default: doubled until converged)")
     p.set_defaults(func=cmd_limit)
-    from .reproduce import available
+    from .reproduce import default_studies, long_studies
 
     p = sub.add_parser("reproduce", help="run the studies and regenerate figures/")
-    p.add_argument("studies", nargs="*", help=f"study names (default: all, in this order): {', '.join(available())}")
+    p.add_argument("studies", nargs="*", help="study names (default: all but the long modes, in this order): "
+                   f"{', '.join(default_studies())}; long modes, run only when named: {', '.join(long_studies())}")
+    p.add_argument("--jobs", type=int, default=None, help="studies run at once, each in its own process on one "
+                   "thread; the figures are the same for any value (default: the number of CPU cores)")
     p.add_argument("--quick", action="store_true", help="small sizes, as the tests run them")
     p.add_argument("--out", default=None, help="output folder, created with its missing parents and checked to "
                    "be writable before any study runs (default: figures/ of the repository)")
@@ -370,7 +373,8 @@ def cmd_reproduce(args):
     from . import reproduce
 
     out = args.out or reproduce.FIGURES
-    records = reproduce.reproduce(args.studies, quick=args.quick, out_dir=out)
+    jobs = args.jobs if args.jobs is not None else (os.cpu_count() or 1)
+    records = reproduce.reproduce(args.studies, quick=args.quick, out_dir=out, jobs=jobs)
     ok = reproduce.print_summary(records)
     failed = sum(not row["passed"] for r in records for row in r["summary"])
     print(f"\nwrote the figures and JSON of {len(records)} studies to {out}; "

@@ -9,7 +9,14 @@ A study is a file ``studies/<name>.py`` that defines, at module level,
 - optionally ``extra_files(data) -> dict[str, str]``: more files (e.g. a
   markdown table), by file name, written as text beside the figure;
 - optionally ``ORDER = <int>``: its place in ``gammalimit reproduce`` (lower
-  first; studies without one follow, by name).
+  first; studies without one follow, by name);
+- optionally ``LONG = True``: a long mode, outside ``gammalimit reproduce``'s
+  default set (it runs when named: ``gammalimit reproduce <name>``, or
+  ``make reproduce-long``).
+
+Every study runs on one thread (torch's and the BLAS pools), so that its numbers do not depend
+on how many run side by side: ``reproduce(jobs=K)`` runs K studies at once, in separate
+processes, and writes the same files, bit for bit, as ``jobs=1``.
 
 Studies are found by reading the files (:func:`available`), not by a list:
 adding a study is adding its file. Finding them imports nothing; importing
@@ -46,11 +53,11 @@ FIGURES = REPO / "figures"
 STUDY_NAMES = ("Params", "run", "plot", "summary")
 
 
-def _top_level(path: Path) -> tuple[set[str], int | None]:
-    """Names a file defines at module level, and its ``ORDER`` (an int literal) if any;
-    read with :mod:`ast`, so nothing in the file runs."""
+def _top_level(path: Path) -> tuple[set[str], int | None, bool]:
+    """Names a file defines at module level, its ``ORDER`` (an int literal) if any, and its
+    ``LONG`` (a bool literal, default False); read with :mod:`ast`, so nothing in the file runs."""
     tree = ast.parse(path.read_text(), filename=str(path))
-    names, order = set(), None
+    names, order, long = set(), None, False
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
@@ -64,20 +71,27 @@ def _top_level(path: Path) -> tuple[set[str], int | None]:
                         if not (isinstance(value, ast.Constant) and type(value.value) is int):
                             raise ValueError(f"{path}: ORDER must be an int literal, got {ast.unparse(value)}")
                         order = value.value
+                    if t.id == "LONG":
+                        value = node.value
+                        if not (isinstance(value, ast.Constant) and type(value.value) is bool):
+                            raise ValueError(f"{path}: LONG must be True or False, got {ast.unparse(value)}")
+                        long = value.value
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
-    return names, order
+    return names, order, long
 
 
-def discover(study_dir=None) -> list[str]:
+def discover(study_dir=None, *, long: bool | None = None) -> list[str]:
     """Names of the studies in ``study_dir`` (default ``studies/``): the files
     ``*.py`` that define all of :data:`STUDY_NAMES`, ordered by ``ORDER``
-    (files without it last), then by name."""
+    (files without it last), then by name. ``long``: ``None`` all of them,
+    ``False`` those without ``LONG = True`` (what ``gammalimit reproduce`` runs
+    by default), ``True`` only the long modes."""
     study_dir = Path(study_dir) if study_dir is not None else STUDY_DIR
     found = []
     for path in sorted(study_dir.glob("*.py")):
-        names, order = _top_level(path)
-        if set(STUDY_NAMES) <= names:
+        names, order, is_long = _top_level(path)
+        if set(STUDY_NAMES) <= names and (long is None or long == is_long):
             found.append((order is None, order or 0, path.stem))
     return [name for *_, name in sorted(found)]
 
@@ -88,8 +102,18 @@ def check(quantity: str, measured, expected: str, passed) -> dict:
 
 
 def available() -> list[str]:
-    """Names of the studies in ``studies/``, in the order ``gammalimit reproduce`` runs them."""
+    """Names of the studies in ``studies/``, long modes included, in their order."""
     return discover()
+
+
+def default_studies() -> list[str]:
+    """The studies ``gammalimit reproduce`` runs when none is named: all but the long modes."""
+    return discover(long=False)
+
+
+def long_studies() -> list[str]:
+    """The long modes (``LONG = True``): run only when named (``make reproduce-long``)."""
+    return discover(long=True)
 
 
 def load(name: str):
@@ -185,26 +209,98 @@ def print_summary(records: list[dict], file=sys.stdout) -> bool:
     return ok
 
 
-def reproduce(names=None, *, quick: bool = False, out_dir=FIGURES, progress=print) -> list[dict]:
-    """Run the named studies (default: all available) and write their outputs to ``out_dir``.
+class _OneThread:
+    """Within it: torch and the BLAS pools (numpy, scipy, scikit-learn) on one thread."""
+
+    def __enter__(self):
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        self._limits = threadpool_limits(1)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        self._limits.restore_original_limits()
+        torch.set_num_threads(self._threads)
+        return False
+
+
+def _run_named(name: str, quick: bool, out_dir) -> dict:
+    """Run one study by name on one thread; return its record."""
+    module = load(name)
+    params = module.Params.quick() if quick else module.Params()
+    with _OneThread():
+        return run_study(module, params, Path(out_dir), name)
+
+
+def _run_in_worker(name: str, quick: bool, out_dir: str) -> dict:
+    """:func:`_run_named` in a worker process: the record as plain data, to cross back."""
+    return _jsonable(_run_named(name, quick, out_dir))
+
+
+def _expected_seconds(name: str, out_dir: Path) -> float:
+    """The study's wall time in its last record (``out_dir``, else ``figures/``); 0 if none."""
+    for folder in (Path(out_dir), FIGURES):
+        try:
+            return float(json.loads((folder / f"{name}.json").read_text())["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return 0.0
+
+
+def reproduce(names=None, *, quick: bool = False, out_dir=FIGURES, jobs: int = 1, progress=print) -> list[dict]:
+    """Run the named studies (default: :func:`default_studies`) and write their outputs to ``out_dir``.
+
+    Each study runs on one thread. With ``jobs > 1``, up to ``jobs`` studies run at once, each in
+    its own process (:class:`concurrent.futures.ProcessPoolExecutor`, spawned), the longest
+    first (by the wall time in its last record), and write the same files as ``jobs=1``. The
+    records are returned in the studies' order; under ``jobs > 1`` they are plain data (JSON types).
 
     Raises
     ------
     ValueError
-        On an unknown study name, or an ``out_dir`` that cannot be created or
-        written; both are checked before any study runs.
+        On an unknown study name, a ``jobs`` that is not a positive int, or an ``out_dir`` that cannot be
+        created or written; all are checked before any study runs.
     """
-    names = list(names) if names else available()
+    names = list(names) if names else default_studies()
     for n in names:
         if n not in available():
             raise ValueError(f"unknown study {n!r}; available: {available()}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int (studies run at once), got {jobs!r}")
     writable_folder(out_dir, "output folder")
-    records = []
-    for i, name in enumerate(names, 1):
-        module = load(name)
-        params = module.Params.quick() if quick else module.Params()
-        progress(f"[{i}/{len(names)}] {name} ({'quick' if quick else 'full'}) ...")
-        t0 = time.perf_counter()
-        records.append(run_study(module, params, Path(out_dir), name))
-        progress(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - t0:.1f} s")
-    return records
+    mode = "quick" if quick else "full"
+    if jobs == 1 or len(names) == 1:
+        records = []
+        for i, name in enumerate(names, 1):
+            progress(f"[{i}/{len(names)}] {name} ({mode}) ...")
+            t0 = time.perf_counter()
+            records.append(_run_named(name, quick, out_dir))
+            progress(f"[{i}/{len(names)}] {name} done in {time.perf_counter() - t0:.1f} s")
+        return records
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    queue = sorted(names, key=lambda n: -_expected_seconds(n, Path(out_dir)))
+    progress(f"{len(names)} studies ({mode}), {min(jobs, len(names))} at once, each on one thread ...")
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(min(jobs, len(names)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_in_worker, n, quick, str(out_dir)): n for n in queue}
+        pending, done_count, records = set(futures), 0, {}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                if f.exception() is not None:
+                    for p in pending:
+                        p.cancel()
+                    raise f.exception()
+                records[futures[f]] = f.result()
+                done_count += 1
+                progress(f"[{done_count}/{len(names)}] {futures[f]} done in {records[futures[f]]['seconds']:.1f} s "
+                         f"({time.perf_counter() - t0:.0f} s elapsed)")
+    return [records[n] for n in names]
+
