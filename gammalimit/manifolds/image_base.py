@@ -149,9 +149,8 @@ class ImageManifold:
             ``y`` (both ``y`` of an antithetic couple) lies in the box.
         """
         lo, hi = self._box()
-        t = lo + (hi - lo) * u
-        if antithetic:
-            t, c, r = torch.cat([t, t]), torch.cat([c, -c]), torch.cat([r, r])
+        t0 = lo + (hi - lo) * u
+        t, c, r = (torch.cat([t0, t0]), torch.cat([c, -c]), torch.cat([r, r])) if antithetic else (t0, c, r)
         step = (delta * r)[:, None] * c / math.sqrt(self.metric_scale)
         end, mid = t + step, t + 0.5 * step
         inside = None
@@ -161,10 +160,15 @@ class ImageManifold:
                 h = inside.shape[0] // 2
                 inside = inside[:h] & inside[h:]
         shape = (-1,) if self.dim == 1 else (-1, self.dim)
-        t, end, mid = (self._wrap(a).reshape(shape) for a in (t, end, mid))
-        x, frame = self._render_and_frame(t)
-        v = (frame * c[:, None, :]).sum(-1)
-        return (x, self._render_samples(end), self._render_samples(mid), delta * r, v, r), inside
+        t0, ends = self._wrap(t0).reshape(shape), self._wrap(torch.cat([end, mid])).reshape(shape)
+        # an antithetic couple shares x and its frame: render them once, and v(-c) = -v(c)
+        x, frame = self._render_and_frame(t0)
+        c0 = c[: t0.shape[0]]
+        v = frame[:, :, 0] * c0 if self.dim == 1 else torch.einsum("knm,km->kn", frame, c0)
+        if antithetic:
+            x, v = torch.cat([x, x]), torch.cat([v, -v])
+        y, mid = self._render_samples(ends).split(end.shape[0])  # y and the midpoint in one evaluation
+        return (x, y, mid, delta * r, v, r), inside
 
     def _render_and_frame(self, t: torch.Tensor):
         """``render(t)`` and ``_frame(t)``; a family that gets both from one evaluation overrides it."""
