@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .derivatives import CHUNK, ROUTES, directional_jet, encoder_function, encoder_jet, encoder_jet_jvp
+from .derivatives import CHUNK, encoder_function, encoder_jet
+from .directional import ROUTES, directional_jet, encoder_jet_jvp
 from .estimate import stream_estimate
 from .geometry import EncoderGeometry, chart_orthonormal_frame
 from .loss import TermResult, Terms, encoder_input_error, pair_terms, probe_point
@@ -51,7 +52,7 @@ def limit_terms(phi, manifold, pairs: PairSample, *, penalty="squared", route: s
     penalty : str or Penalty
     route : {"jvp", "chart", "geodesic"}
         How ``Dphi v`` and ``H(v, v)`` are computed
-        (:func:`gammalimit.derivatives.directional_jet`): ``"jvp"`` (default)
+        (:func:`gammalimit.directional.directional_jet`): ``"jvp"`` (default)
         differentiates ``phi`` along each pair's geodesic by one batched
         nested ``jvp`` and needs an encoder that acts row by row (checked);
         ``"chart"`` forms the full chart Hessian point by point, about ten
@@ -155,7 +156,7 @@ class ContinuumLoss(TermResult):
 
 #: Nodes per evaluation of the quadrature by the jvp route (one batched
 #: ``torch.func`` call each: its fixed cost favours large batches;
-#: :func:`~gammalimit.derivatives.encoder_jet_jvp` splits them further by memory).
+#: :func:`~gammalimit.directional.encoder_jet_jvp` splits them further by memory).
 JVP_NODES = 1 << 15
 
 
@@ -224,7 +225,7 @@ def continuum_loss(phi, manifold, *, lam: float, penalty="squared", strategy="sh
     route : {"jvp", "chart"}
         How ``Dphi`` and ``H`` are computed at the nodes: from second
         derivatives along ``m (m + 1) / 2`` chart geodesics per node in one
-        batched nested ``jvp`` (:func:`~gammalimit.derivatives.encoder_jet_jvp`,
+        batched nested ``jvp`` (:func:`~gammalimit.directional.encoder_jet_jvp`,
         the default; ``phi`` must act row by row), or from the full chart
         Hessian point by point (:func:`~gammalimit.derivatives.encoder_jet`).
         They agree to round-off.

@@ -9,7 +9,8 @@ The formulas, each once::
     u''  = -Gamma(u', u')                                    geodesic acceleration in a chart
 
 and :class:`EncoderGeometry`, which holds them in a ``g``-orthonormal frame.
-The derivatives themselves come from :mod:`gammalimit.derivatives`.
+The derivatives themselves come from :mod:`gammalimit.derivatives` and
+:mod:`gammalimit.directional`.
 """
 
 from __future__ import annotations

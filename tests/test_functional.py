@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from gammalimit import (Circle, ClosedCurve, FlatTorus, Sphere, SwissRoll, continuum_loss, discrete_loss,
                         discrete_minus_limit, encoder_geometry, limit_integrand, limit_terms, sample_pairs)
-from gammalimit import derivatives as D
 from gammalimit import functional as F
 from gammalimit import geometry as GEO
 from gammalimit import penalties as P
+from gammalimit.directional import directional_derivatives, geodesic_jet
 from gammalimit.embeddings import scaled_identity
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
@@ -125,8 +125,8 @@ def test_chart_and_geodesic_routes_agree(name):
     M = MANIFOLDS[name]()
     phi = Polynomial(M.ambient_dim, seed=1)
     pairs = sample_pairs(M, 64, 0.01, seed=3)
-    vBv_c, Hvv_c = D.directional_derivatives(phi, M, pairs.x, pairs.v, route="chart")
-    vBv_g, Hvv_g = D.directional_derivatives(phi, M, pairs.x, pairs.v, route="geodesic")
+    vBv_c, Hvv_c = directional_derivatives(phi, M, pairs.x, pairs.v, route="chart")
+    vBv_g, Hvv_g = directional_derivatives(phi, M, pairs.x, pairs.v, route="geodesic")
     scale = float(Hvv_c.abs().max())
     assert float((vBv_c - vBv_g).abs().max()) <= 1e-12 * float(vBv_c.abs().max() + 1)
     assert float((Hvv_c - Hvv_g).abs().max()) <= 1e-12 * scale
@@ -257,7 +257,7 @@ def test_limit_integrand_uses_the_drawn_pairs():
     phi = Polynomial(3, seed=4)
     pairs = sample_pairs(M, 4000, 0.2, strategy="ball", seed=7)
     terms = limit_terms(phi, M, pairs)
-    vBv, Hvv = D.directional_derivatives(phi, M, pairs.x, pairs.v)
+    vBv, Hvv = directional_derivatives(phi, M, pairs.x, pairs.v)
     assert torch.allclose(terms.distortion, pairs.r**4 * vBv**2, rtol=1e-14)
     assert torch.allclose(limit_integrand(phi, M, pairs, lam=0.5), terms.total(0.5), rtol=1e-14)
     # its mean estimates L
@@ -313,7 +313,7 @@ def test_bad_encoders_get_clear_errors():
         encoder_geometry(lambda x: x * (x[:, :1] - c).abs() ** 0.5, M, u=u)
     x = M.chart.embed(u)
     with pytest.raises(ValueError, match="non-finite derivatives along the geodesic"):
-        D.geodesic_jet(lambda x: x * (x[:, :1] - c).abs() ** 0.5, M, x, M.tangent_frame(x)[:, :, 0], offset=0)
+        geodesic_jet(lambda x: x * (x[:, :1] - c).abs() ** 0.5, M, x, M.tangent_frame(x)[:, :, 0], offset=0)
 
 
 def test_points_outside_the_domain_are_errors_not_nan():
@@ -326,14 +326,14 @@ def test_points_outside_the_domain_are_errors_not_nan():
     with pytest.raises(ValueError, match="singular"):
         encoder_geometry(phi, M, torch.tensor([[0.0, 0.0, 1.0]]))  # the pole of polar coordinates
     pole, v = torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[1.0, 0.0, 0.0]])
-    assert torch.isfinite(D.directional_derivatives(phi, M, pole, v, route="geodesic")[1]).all()
+    assert torch.isfinite(directional_derivatives(phi, M, pole, v, route="geodesic")[1]).all()
     with pytest.raises(ValueError, match="not tangent"):
-        D.directional_derivatives(phi, M, pole * 0 + torch.tensor([[1.0, 0, 0]]), v)
+        directional_derivatives(phi, M, pole * 0 + torch.tensor([[1.0, 0, 0]]), v)
     roll = SwissRoll(height=5.0)
     with pytest.raises(ValueError, match="outside the chart domain"):
         encoder_geometry(phi, roll, u=torch.tensor([[-1.0, 2.0]]))
     with pytest.raises(ValueError, match="route"):
-        D.directional_derivatives(phi, M, pole, v, route="finite-differences")
+        directional_derivatives(phi, M, pole, v, route="finite-differences")
     with pytest.raises(ValueError, match="nodes"):
         continuum_loss(phi, M, lam=1.0, nodes=(8,))
     with pytest.raises(ValueError, match="lam"):

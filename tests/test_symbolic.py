@@ -14,6 +14,7 @@ from gammalimit import functional as F
 from gammalimit import geometry as GEO
 from gammalimit import penalties as P
 from gammalimit import symbolic as S
+from gammalimit.directional import directional_jet
 from gammalimit.loss import pair_terms
 from gammalimit.manifolds import Chart
 from gammalimit.sampling import STRATEGIES
@@ -85,7 +86,7 @@ def test_series_predicts_the_pair_penalties_of_a_nonlinear_encoder():
             assert float(got[0]) == pytest.approx(c0 + c1 * delta + c2 * delta**2, abs=50 * delta**3 * abs(c0))
             assert float(got[1]) == pytest.approx(c0 - c1 * delta + c2 * delta**2, abs=50 * delta**3 * abs(c0))
     # and the numeric limit integrand is c0
-    limit = P.get_penalty("squared").limit_values(D.directional_jet(phi, M, x, v), torch.ones(1))
+    limit = P.get_penalty("squared").limit_values(directional_jet(phi, M, x, v), torch.ones(1))
     assert float(limit["distortion"][0]) == pytest.approx(coeff["distortion"][0], rel=1e-12)
     assert float(limit["bending"][0]) == pytest.approx(coeff["bending"][0], rel=1e-12)
 
