@@ -5,10 +5,10 @@ A strategy draws ``x ~ mu``, a direction ``v`` uniform on the unit sphere of
 ``y = exp_x(delta r v)`` and ``av(x, y) = exp_x(delta r v / 2)``, so that
 ``d(x, y) = delta r`` exactly.
 
-Randomness comes in fixed blocks: block ``b`` of a run with seed ``s`` is
-drawn from its own generator seeded by ``(s, b)``, so results do not depend
-on how the consumer chunks its work, and the same seed gives the same pairs
-bit for bit. With the same seed, every ``delta`` of a sweep sees the same
+The uniform points that ``x``, ``v`` and ``r`` are made of come in fixed
+blocks (:mod:`gammalimit.blocks`), so results do not depend on how the
+consumer chunks its work, and the same seed gives the same pairs bit for
+bit. With the same seed, every ``delta`` of a sweep sees the same
 ``(x, v, r)`` (common random numbers), except where boundary rejection
 (manifolds with ``has_boundary``) redraws a pair.
 """
@@ -16,14 +16,13 @@ bit for bit. With the same seed, every ``delta`` of a sweep sees the same
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
-from scipy.stats import qmc as scipy_qmc
 
+from .blocks import block_plan, block_size, check_qmc_n  # noqa: F401 (check_qmc_n: part of this module's API)
 from .manifolds.base import DTYPE, tangent_cube_dim, unit_vector_from_cube
 from .validation import check_count, check_delta, check_manifold, check_positive, check_seed
 
@@ -249,47 +248,6 @@ class PairSample:
                           fields[7] if len(fields) > 7 else None)
 
 
-def block_size(manifold) -> int:
-    """Pairs per randomness block: a power of two, at most 2^16 pairs and about
-    4M ambient floats (per-block overhead dominates below 2^16 pairs on the
-    sphere; studies/bench_loss.py)."""
-    target = max(256, min(1 << 16, (1 << 22) // max(1, manifold.ambient_dim)))
-    return 1 << int(math.log2(target))
-
-
-def _block_generator(seed: int, block: int) -> torch.Generator:
-    state = np.random.SeedSequence([int(seed), int(block)]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-class _CubeSource:
-    """Uniform points of ``[0,1)^d``: plain pseudo-random blocks, or a
-    scrambled Sobol sequence (one per QMC replicate)."""
-
-    def __init__(self, dim: int, seed: int, qmc: bool, replicate: int = 0):
-        self.dim, self.seed, self.qmc = dim, seed, qmc
-        self.block = 0
-        if qmc:
-            ss = np.random.SeedSequence([int(seed), 7919, int(replicate)])
-            rng = np.random.default_rng(ss)
-            self._sobol = scipy_qmc.Sobol(d=dim, scramble=True, seed=rng)
-            self._dither = rng
-
-    def draw(self, k: int) -> torch.Tensor:
-        if self.qmc:
-            with warnings.catch_warnings():
-                # balance is checked once, on the total n, by the caller
-                warnings.simplefilter("ignore", UserWarning)
-                u = self._sobol.random(k)
-            # scipy's points lie on a 2^-30 grid, which biases integrals by ~1e-9
-            # relative; a uniform shift inside each cell removes the bias (its
-            # 64-bit mode converges erratically instead)
-            return torch.from_numpy(u + self._dither.random(u.shape) * 2.0**-30)
-        g = _block_generator(self.seed, self.block)
-        self.block += 1
-        return torch.rand(k, self.dim, generator=g, dtype=DTYPE)
-
-
 def _pairs_from_cube(manifold, strategy, delta, u, antithetic):
     """Pair fields ``(x, y, midpoint, dist, v, r)`` from cube points, and the mask of pairs inside a
     manifold with boundary (``None``: ask :func:`_accepted`)."""
@@ -363,36 +321,14 @@ def _draw_block(manifold, strategy, delta, source, k, antithetic, replicate, rej
     return PairSample(x, y, mid, dist, v, r, delta, antithetic, rep, rejected)
 
 
-def check_qmc_n(n: int, qmc_replicates: int, antithetic: bool) -> int:
-    """Sobol points per replicate for ``n`` QMC pairs; ``ValueError`` unless
-    ``n = qmc_replicates * 2^k`` (times 2 with ``antithetic``).
-
-    Every replicate gets the same number of points (their means are the
-    sampling units) and that number is a power of two (a scrambled Sobol
-    set is balanced only then), so other ``n`` are refused rather than
-    silently rounded: the message names the nearest valid ``n``.
-    """
-    per_rep = qmc_replicates * (2 if antithetic else 1)
-    units = n // per_rep
-    if units * per_rep != n or units & (units - 1):
-        valid = [per_rep << k for k in range(n.bit_length() + 1)]
-        options = " or ".join(f"n={v}" for v in (max((v for v in valid if v < n), default=None),
-                                                 min(v for v in valid if v > n)) if v is not None)
-        raise ValueError(
-            f"qmc=True needs n = {per_rep} * 2^k pairs ({qmc_replicates} replicates of 2^k scrambled Sobol points"
-            f"{', each used twice (v and -v)' if antithetic else ''}: equal replicates, each a power of two), "
-            f"got n={n}; use {options}")
-    return units
-
-
 def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
                qmc: bool = False, seed: int = 0, qmc_replicates: int = 8,
                reject: bool = True) -> Iterator[PairSample]:
-    """Stream ``n`` pairs in blocks of :func:`block_size` pairs.
+    """Stream ``n`` pairs in blocks of :func:`~gammalimit.blocks.block_size` pairs.
 
     Parameters are those of :func:`sample_pairs`. With ``antithetic``, ``n``
     is rounded up to even; with ``qmc``, ``n`` must be ``qmc_replicates * 2^k``
-    (times 2 with ``antithetic``: :func:`check_qmc_n`) and is split evenly over
+    (times 2 with ``antithetic``: :func:`~gammalimit.blocks.check_qmc_n`) and is split evenly over
     ``qmc_replicates`` independently scrambled Sobol sequences; blocks never
     mix replicates.
 
@@ -413,7 +349,7 @@ def iter_blocks(manifold, n: int, delta: float, *, strategy="shell", antithetic:
     A *source* is a part of the stream that can be drawn without drawing the
     rest: with ``qmc`` each replicate (one scrambled Sobol sequence, which
     draws its blocks one after the other); for plain Monte Carlo each block
-    (block ``i`` has its own generator, ``_block_generator(seed, i)``), except
+    (block ``i`` has its own generator, :func:`~gammalimit.blocks.block_generator`), except
     on a manifold with boundary, where a redrawn pair takes the next
     generator, so that the whole stream is one source. ``owns(source) -> bool``
     picks the sources to draw (default: all); the blocks of the others are
@@ -439,13 +375,13 @@ def iter_blocks(manifold, n: int, delta: float, *, strategy="shell", antithetic:
 
 def _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates, owns):
     """Checked arguments and the blocks of the stream: ``(index, source, units, replicate)`` for each block
-    of the sources ``owns`` picks, the source positioned to draw that block (see :func:`iter_blocks`)."""
+    of the sources ``owns`` picks, the source positioned to draw that block (:func:`gammalimit.blocks.block_plan`;
+    see :func:`iter_blocks`)."""
     manifold = check_manifold(manifold)
     delta = check_delta(manifold, delta)
     check_count(n, "n", minimum=2)
     strat = get_strategy(strategy)
     seed = check_seed(seed)
-    owns = owns or (lambda source: True)
     if hasattr(manifold, "pairs_from_cube"):
         if antithetic:
             raise ValueError(f"antithetic pairs (v and -v) need an exponential map; {manifold!r} has none: "
@@ -453,33 +389,12 @@ def _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replica
         dim = manifold.cube_dim(strat)
     else:
         dim = manifold.dim + tangent_cube_dim(manifold.dim) + strat.cube_dim
-    per_unit = 2 if antithetic else 1
-    block = block_size(manifold) // per_unit
-
-    def plan():
-        if qmc:
-            units = check_qmc_n(n, qmc_replicates, antithetic)
-            per_rep = -(-units // block)
-            for rep in range(qmc_replicates):
-                if not owns(rep):
-                    continue
-                src = _CubeSource(dim, seed, True, rep)
-                for j, start in enumerate(range(0, units, block)):
-                    yield rep * per_rep + j, src, min(block, units - start), rep
-        else:
-            units = -(-n // per_unit)
-            src = _CubeSource(dim, seed, False)
-            independent = not getattr(manifold, "has_boundary", False)
-            for j, start in enumerate(range(0, units, block)):
-                if not owns(j if independent else 0):
-                    continue
-                if independent:
-                    src.block = j  # no redraws: block j is drawn with generator j
-                yield j, src, min(block, units - start), 0
-
+    block = block_size(manifold) // (2 if antithetic else 1)
     if qmc:
         check_count(qmc_replicates, "qmc_replicates", minimum=2)
-    return manifold, delta, strat, plan()
+    plan = block_plan(n, dim, block, antithetic=antithetic, qmc=qmc, seed=seed, qmc_replicates=qmc_replicates,
+                      owns=owns, independent=not getattr(manifold, "has_boundary", False))
+    return manifold, delta, strat, plan
 
 
 def _chart_sample(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates) -> PairSample:
