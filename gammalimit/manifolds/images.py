@@ -401,6 +401,9 @@ class RotatingEllipse(ImageManifold):
         d = torch.cartesian_prod(p, p)
         # the exponent -d^T A d / 2 is linear in (A11, A12, A22), d = p - centre
         self._quad = -0.5 * torch.stack([d[:, 0] ** 2, 2 * d[:, 0] * d[:, 1], d[:, 1] ** 2])
+        # the grid is symmetric about the centre and the image even in d: pixel N^2 - 1 - k mirrors pixel k
+        self._half = (self._quad.shape[1] + 1) // 2
+        self._quad_half = self._quad[:, : self._half].contiguous()
         self.metric_scale = math.pi * (s1**2 - s2**2) ** 2 / (4 * s1 * s2)
         self.length = math.pi * math.sqrt(self.metric_scale)
         self.injectivity_radius = self.length / 2
@@ -419,16 +422,28 @@ class RotatingEllipse(ImageManifold):
         dA = torch.stack([2 * c * s * (a2 - a1), (c * c - s * s) * (a1 - a2), 2 * c * s * (a1 - a2)], -1)
         return A, dA
 
+    def _exponent(self, A: torch.Tensor) -> torch.Tensor:
+        """``-d^T A d / 2`` on the first ``ceil(N^2/2)`` pixels, ``shape=[k, ceil(N^2/2)]``, from the
+        entries ``A`` ``shape=[k, 3]`` (every route renders through it: the same bits)."""
+        return A @ self._quad_half
+
     def render(self, theta: torch.Tensor) -> torch.Tensor:
         """Images at angles ``theta`` ``shape=[k]``, ``shape=[k, N^2]``:
         ``h exp(-d^T A d / 2)``; differentiable by ``torch.func``."""
-        return self.h * torch.exp(self._precision(_parameters(theta))[0] @ self._quad)
+        return self._mirrored(self.h * torch.exp(self._exponent(self._precision(_parameters(theta))[0])))
+
+    def _mirrored(self, half: torch.Tensor) -> torch.Tensor:
+        """Whole images from their first ``ceil(N^2/2)`` pixels: ``u(c + d) = u(c - d)``, and pixel
+        ``N^2 - 1 - k`` is pixel ``k`` reflected through the centre (the same exponent, the same bits)."""
+        n = self._quad.shape[1]
+        return torch.cat([half, half[:, : n - self._half].flip(-1)], dim=1)
 
     def _render_and_derivative(self, theta):
-        """Images and ``d/dtheta``, each ``shape=[k, N^2]`` (in place: not for autodiff)."""
+        """Images and ``d/dtheta``, each ``shape=[k, N^2]`` (in place: not for autodiff); the
+        exponentials of half the pixels, mirrored."""
         A, dA = self._precision(theta)
-        x = torch.exp(A @ self._quad).mul_(self.h)
-        return x, (dA @ self._quad).mul_(x)
+        x = torch.exp(self._exponent(A)).mul_(self.h)
+        return self._mirrored(x), self._mirrored(self._exponent(dA).mul_(x))
 
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
         """``d render / d theta`` (pixel-weighted), ``shape=[k, N^2, 1]``."""
@@ -436,7 +451,7 @@ class RotatingEllipse(ImageManifold):
 
     def _render_samples(self, theta: torch.Tensor) -> torch.Tensor:
         """:meth:`render` computed in place (the same bits; not for autodiff)."""
-        return torch.exp(self._precision(theta)[0] @ self._quad).mul_(self.h)
+        return self._mirrored(torch.exp(self._exponent(self._precision(theta)[0])).mul_(self.h))
 
     def _render_and_frame(self, theta: torch.Tensor):
         """Images and the tangent frame from one exponential (the sampler needs both)."""
