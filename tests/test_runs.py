@@ -25,7 +25,8 @@ from gammalimit.cli import build_parser, main
 from gammalimit.fileio import FolderLock, FolderLocked, writable_folder
 from gammalimit.train import TrainConfig, WarmupCosine, train
 from gammalimit.train import loop as train_loop
-from gammalimit.train.loop import PROGRESS_WINDOW, TrainingInterrupted, progress_postfix
+from gammalimit.train.loop import PROGRESS_WINDOW, progress_postfix
+from gammalimit.train.stopping import TrainingInterrupted
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,12 +8,14 @@ from a pool of cloud pairs (:meth:`gammalimit.PointCloud.pair_pool`, seeded by
 :func:`pool_seed`), computed when the run starts and again, identically, when
 it resumes: the pool is a function of the config and the data, which the
 checkpoint names by their digest. A non-finite or diverging loss stops training
-with :class:`TrainingDiverged`; the last checkpoint (written only while the
-weights were finite) is kept. A run folder is created with its missing parents,
-checked to be writable before anything runs, and locked (an OS file lock,
-:class:`gammalimit.fileio.FolderLock`) for the whole run: a second process
-writing the same folder is refused. Ctrl-C (``KeyboardInterrupt``) ends a run
-with :class:`TrainingInterrupted`, which says which checkpoint is kept.
+with :class:`~gammalimit.train.stopping.TrainingDiverged`; the last checkpoint
+(written only while the weights were finite) is kept. A run folder is created
+with its missing parents, checked to be writable before anything runs, and
+locked (an OS file lock, :class:`gammalimit.fileio.FolderLock`) for the whole
+run: a second process writing the same folder is refused. Ctrl-C
+(``KeyboardInterrupt``) ends a run with
+:class:`~gammalimit.train.stopping.TrainingInterrupted`, which says which
+checkpoint is kept.
 
 Under ``torchrun`` (a ``torch.distributed`` group of K > 1 processes,
 :mod:`gammalimit.distributed`) the run is data parallel: each step's global
@@ -49,6 +51,8 @@ from .evaluation import evaluate
 from .data import given_pairs
 from .networks import build_encoder, parameter_groups
 from .start import global_start
+# TrainingInterrupted: gammalimit.cli imports it from here
+from .stopping import TrainingDiverged, TrainingInterrupted, check_loss, diverged, interrupted  # noqa: F401
 
 #: Seconds between progress lines when stderr is not a terminal (a log file).
 LOG_INTERVAL = 30.0
@@ -104,27 +108,6 @@ def progress_postfix(loss: float, lr: float, smoothed: deque, first: float | Non
     if first and smoothed:
         text += f" | {100 * (smoothed[-1] / first - 1):+.3g}% overall"
     return text
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (``KeyboardInterrupt``) ended a run after ``step`` of ``steps`` steps; ``checkpoint``
-    is the path of the checkpoint kept (``None`` if none was written), at step ``checkpoint_step``.
-    ``first_checkpoint`` is the step at which the first checkpoint would have been written."""
-
-    def __init__(self, message: str, *, step: int, steps: int, out, checkpoint: str | None,
-                 checkpoint_step: int | None, first_checkpoint: int):
-        super().__init__(message)
-        self.step, self.steps, self.out, self.checkpoint = step, steps, out, checkpoint
-        self.checkpoint_step, self.first_checkpoint = checkpoint_step, first_checkpoint
-
-
-class TrainingDiverged(ValueError):
-    """The loss became non-finite or diverged; ``step`` is where, ``checkpoint``
-    the last good checkpoint (or ``None``)."""
-
-    def __init__(self, message: str, step: int, checkpoint: str | None):
-        super().__init__(message)
-        self.step, self.checkpoint = step, checkpoint
 
 
 @dataclass
@@ -319,7 +302,8 @@ class Trainer:
             result = self._run(resume, evaluate_final)
         except KeyboardInterrupt:
             self._log("interrupted")
-            raise self._interrupted() from None
+            raise interrupted(self.config, self._done, self._last_good, self.out,
+                              self._checkpoint_path()) from None
         except TrainingDiverged:
             self._log("diverged")
             raise
@@ -379,20 +363,6 @@ class Trainer:
         if self._writes() and self._started:
             files.append_log(self.out, event, step=self._done, checkpoint_step=self._last_good, **fields)
 
-    def _interrupted(self) -> TrainingInterrupted:
-        c, step, good = self.config, self._done, self._last_good
-        first = min(c.checkpoint_every, c.steps)
-        if self.out is None:
-            kept, path = "the run has no output folder, so nothing is kept", None
-        elif good is None:
-            kept, path = f"no checkpoint was written yet (the first comes at step {first})", None
-        else:
-            path = str(self._checkpoint_path())
-            kept = f"the last checkpoint (step {good}) is kept at {path}; resume=True continues from it"
-        return TrainingInterrupted(f"training interrupted at step {step} of {c.steps}: {kept}", step=step,
-                                   steps=c.steps, out=self.out, checkpoint=path, checkpoint_step=good,
-                                   first_checkpoint=first)
-
     def _run(self, resume: bool, evaluate_final: bool) -> TrainResult:
         c = self.config
         if resume:
@@ -434,14 +404,15 @@ class Trainer:
                 try:
                     terms = pair_terms(net, pairs, c.penalty)
                 except ValueError as err:  # non-finite codes or overflowing penalties
-                    raise self._diverged(step + 1, f"the loss is not finite ({err})", last_good) from None
+                    raise diverged(c, step + 1, f"the loss is not finite ({err})", last_good,
+                                   self._checkpoint_path()) from None
                 loss = terms.total(c.lam).mean()
                 # the batch's loss and terms: the mean of the ranks' equal shares (all ranks decide alike)
                 batch = distributed.all_mean(torch.stack([loss.detach(), *(v.detach().mean() for v in terms.values())]))
                 try:
-                    self._check_loss(batch[0], monitor, step)
+                    check_loss(batch[0], monitor, c.divergence_ratio)
                 except ValueError as err:
-                    raise self._diverged(step + 1, err, last_good) from None
+                    raise diverged(c, step + 1, err, last_good, self._checkpoint_path()) from None
                 loss.backward()
                 opt.step()
                 sched.step()
@@ -462,7 +433,8 @@ class Trainer:
                     probes.append({"step": done, "seconds": time.perf_counter() - t_start, **probe})
                 if self.out is not None and (done % c.checkpoint_every == 0 or done == c.steps):
                     if not all(torch.isfinite(p).all() for p in model.parameters()):
-                        raise self._diverged(done, "the weights are not finite after the update", last_good)
+                        raise diverged(c, done, "the weights are not finite after the update", last_good,
+                                       self._checkpoint_path())
                     if self._writes():
                         log.flush()
                         files.save_checkpoint(self._checkpoint_path(), c, step=done, model=model, optimizer=opt,
@@ -486,29 +458,6 @@ class Trainer:
         if self._writes():
             files.write_result(self.out, result.to_dict())
         return result
-
-    def _check_loss(self, loss, monitor, step):
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise ValueError(f"the loss is not finite ({value})")
-        monitor["ema"] = value if monitor["ema"] is None else 0.9 * monitor["ema"] + 0.1 * value
-        monitor["best"] = min(monitor["best"], monitor["ema"])
-        if monitor["ema"] > self.config.divergence_ratio * monitor["best"]:
-            raise ValueError(f"the smoothed loss {monitor['ema']:.4g} exceeds divergence_ratio = "
-                             f"{self.config.divergence_ratio:g} times its lowest value {monitor['best']:.4g}")
-
-    def _diverged(self, step, err, last_good):
-        if self.out is None:
-            kept, path = "No checkpoint is kept (the run has no output folder)", None
-        elif last_good is None:
-            kept, path = "No checkpoint was written yet", None
-        else:
-            path = str(self._checkpoint_path())
-            kept = f"The last good checkpoint (step {last_good}) is kept at {path}"
-        return TrainingDiverged(
-            f"training stopped at step {step} of {self.config.steps}: {err}. {kept}. "
-            f"Lower the learning rate (lr = {self.config.lr:g}) or the scale of the problem and start again.",
-            step, path)
 
 
 def train(config: TrainConfig, *, out=None, resume: bool = False, progress: bool = True, callback=None,
