@@ -395,7 +395,7 @@ def _print_human(result: dict) -> None:
 
 def _interrupted(args, err: KeyboardInterrupt) -> str:
     """The line printed on Ctrl-C: for ``train``, where the last checkpoint is and how to resume."""
-    from .train.loop import TrainingInterrupted
+    from .train.stopping import TrainingInterrupted
 
     if not isinstance(err, TrainingInterrupted):
         return f"gammalimit {args.command}: interrupted (Ctrl-C); files already written are complete"

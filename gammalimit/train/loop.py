@@ -51,8 +51,7 @@ from .evaluation import evaluate
 from .data import given_pairs
 from .networks import build_encoder, parameter_groups
 from .start import global_start
-# TrainingInterrupted: gammalimit.cli imports it from here
-from .stopping import TrainingDiverged, TrainingInterrupted, check_loss, diverged, interrupted  # noqa: F401
+from .stopping import TrainingDiverged, check_loss, diverged, interrupted
 
 #: Seconds between progress lines when stderr is not a terminal (a log file).
 LOG_INTERVAL = 30.0
