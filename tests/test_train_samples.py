@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from gammalimit import Circle, PairSample, PointCloud, Sphere, SwissRoll, discrete_loss
+from gammalimit import Circle, PairSample, PointCloud, Sphere, SwissRoll, TranslatingBlob, discrete_loss
 from gammalimit.cli import main
 from gammalimit.shapes import procrustes
 from gammalimit.train import TrainConfig, float64_copy, train
 from gammalimit.train.data import load_triplets
+from gammalimit.train.evaluation import fold_check
 from gammalimit.train.start import isomap_codes
 
 
@@ -71,6 +72,42 @@ def test_isomap_start_is_reproducible(roll_file):
     a, b = (train(config, progress=False, evaluate_final=False).model for _ in range(2))
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+@pytest.fixture(scope="module")
+def blob_cloud(tmp_path_factory):
+    """400 images of a translating blob (16 x 16 pixels): their chords never reach 4 delta = 0.2."""
+    M = TranslatingBlob(n_pixels=16)
+    X = M.sample(400, torch.Generator().manual_seed(3))
+    path = tmp_path_factory.mktemp("blob") / "blob.npy"
+    np.save(path, X.numpy())
+    return path, M, PointCloud(X, 2)
+
+
+def test_the_fold_check_of_a_cloud_finds_far_pairs_beyond_the_chord(blob_cloud):
+    """The chord between blob images saturates at sqrt(2) |u| = 0.157 < 4 delta: a check on chords saw
+    no far pair and could not tell a fold. Graph distances find them; the flat chart passes, the chart
+    folded along t_1 = 1/2 warns."""
+    _, M, cloud = blob_cloud
+    assert float(torch.pdist(cloud.points).max()) < 0.2
+    s, mid = math.sqrt(M.metric_scale), sum(M.centre_bounds) / 2
+    flat = lambda x: s * M.centres(x)  # noqa: E731
+    folded = lambda x: s * torch.stack([(M.centres(x)[:, 0] - mid).abs(), M.centres(x)[:, 1]], -1)  # noqa: E731
+    unfolded = fold_check(flat, cloud, 0.05, strategy="ball")
+    with pytest.warns(UserWarning, match="folds M onto itself"):
+        fold = fold_check(folded, cloud, 0.05, strategy="ball")
+    assert unfolded["far_pairs"] == fold["far_pairs"] > 2000  # of 4096: the geodesic exceeds 4 delta
+    assert unfolded["overlapping"] == 0 and not unfolded["warning"] and abs(unfolded["scale"] - 1) < 0.05
+    assert fold["warning"] and fold["overlapping"] >= 30, fold
+
+
+def test_the_auto_start_picks_isomap_where_the_pca_start_folds_the_blob_cloud(blob_cloud):
+    path = blob_cloud[0]
+    config = TrainConfig(data=str(path), dim=2, delta=0.05, steps=2, batch_size=16, hidden=(32,), warmup=0,
+                         start_steps=5, pool_pairs=64, eval_pairs=16, limit="none")
+    start = train(config, progress=False, evaluate_final=False).start
+    assert start["method"] == "isomap" and start["chosen_by"] == "auto", start
+    assert start["initial_folds"]["warning"] and start["initial_folds"]["far_pairs"] > 2000, start
 
 
 def test_isomap_start_refuses_a_disconnected_graph():

@@ -27,6 +27,7 @@ uniform cube point ``(u_anchor, u_neighbour)`` is a deterministic function of it
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 
@@ -155,8 +156,12 @@ class PointCloud:
 
     def sample(self, n: int, generator=None) -> torch.Tensor:
         """``n`` samples drawn uniformly with replacement, ``shape=[n, ambient_dim]``."""
+        return self.points[self.sample_indices(n, generator)]
+
+    def sample_indices(self, n: int, generator=None) -> torch.Tensor:
+        """The indices of the samples :meth:`sample` draws with the same generator, ``shape=[n]``."""
         check_count(n)
-        return self.point_from_cube(torch.rand(n, 1, generator=generator, dtype=DTYPE))
+        return self._index(torch.rand(n, 1, generator=generator, dtype=DTYPE)[:, 0])
 
     def contains(self, x, atol: float = 1e-9) -> torch.Tensor:
         """Whether points coincide with a sample (to ``atol``), ``shape=[k]``."""
@@ -313,23 +318,47 @@ class PointCloud:
                           graph_neighbors=self.graph_neighbors)
 
     def graph_distance(self, anchors: torch.Tensor, partners: torch.Tensor, delta: float) -> torch.Tensor:
-        """Shortest-path length in the symmetric ``graph_neighbors``-nearest-neighbour graph, ``shape=[k]``."""
+        """Shortest-path length in the symmetric ``graph_neighbors``-nearest-neighbour graph, ``shape=[k]``
+        (the distance rule ``"graph"``: every pair must be joined within ``8 delta``)."""
+        out = self.path_length(anchors, partners, limit=8 * delta)
+        if not torch.isfinite(out).all():
+            raise ValueError(f"{int((~torch.isfinite(out)).sum())} pair(s) are not joined within 8 delta in the "
+                             f"{self.graph_neighbors}-neighbour graph; raise graph_neighbors")
+        return out
+
+    def path_length(self, i: torch.Tensor, j: torch.Tensor, limit: float = math.inf) -> torch.Tensor:
+        """Shortest-path lengths between samples ``i`` and ``j`` (indices ``shape=[k]``) in the symmetric
+        ``graph_neighbors``-nearest-neighbour graph, ``shape=[k]``; ``inf`` where longer than ``limit``
+        or not joined.
+
+        The graph distance of docs/theory.md, section 8: an estimate of the geodesic distance whose
+        relative error does not vanish with the scale, fit for telling far pairs from near ones
+        (:func:`~gammalimit.train.evaluation.fold_check`), where the chord may not: between images
+        of a translating blob it never exceeds ``sqrt(2) |u|``, however far apart the centres. A
+        finite ``limit`` bounds each search to the ball it spans.
+        """
         from scipy.sparse.csgraph import dijkstra
         from sklearn.neighbors import kneighbors_graph
 
         if self._graph is None:
             graph = kneighbors_graph(self.points.numpy(), self.graph_neighbors, mode="distance")
             self._graph = graph.maximum(graph.T).tocsr()
-        out = torch.empty(len(anchors), dtype=DTYPE)
-        a, b = anchors.numpy(), partners.numpy()
+        out = torch.empty(len(i), dtype=DTYPE)
+        a, b = torch.as_tensor(i).numpy(), torch.as_tensor(j).numpy()
         for start in range(0, len(a), 64):
             rows, inverse = np.unique(a[start : start + 64], return_inverse=True)
-            table = dijkstra(self._graph, indices=rows, limit=8 * delta)
+            table = dijkstra(self._graph, indices=rows, limit=limit)
             out[start : start + 64] = torch.from_numpy(table[inverse, b[start : start + 64]])
-        if not torch.isfinite(out).all():
-            raise ValueError(f"{int((~torch.isfinite(out)).sum())} pair(s) are not joined within 8 delta in the "
-                             f"{self.graph_neighbors}-neighbour graph; raise graph_neighbors")
         return out
+
+    def with_midpoint(self, rule: str) -> "PointCloud":
+        """The same cloud (samples, neighbour index, graph shared, not rebuilt) with the midpoint
+        rule ``rule``: ``with_midpoint("chord")`` draws the same pairs, with the same distances,
+        without the local fits, for uses that need no midpoint."""
+        other = copy.copy(self)
+        other.midpoint_rule = check_choice(rule, "midpoint", MIDPOINTS)
+        other.last_fit = {}
+        return other
 
     def fit_report(self, delta: float, n: int = 256, seed: int = 0) -> dict:
         """Residuals of the local fits at ``n`` random chord midpoints at scale ``delta``:

@@ -117,6 +117,42 @@ def test_graph_distance_is_close_to_geodesic_for_dense_data():
     assert bool((pairs.dist >= chord * (1 - 1e-12)).all()) and 0 < float(rel.median()) < 0.1
 
 
+def test_path_length_measures_far_pairs_where_the_chord_saturates():
+    """Images of a translating blob: the chord never exceeds sqrt(2) |u| (0.157 here), while the
+    geodesic reaches 0.66; the graph's shortest path follows the geodesic (docs/theory.md, section 8)."""
+    M = gl.TranslatingBlob(n_pixels=16)
+    X = M.sample(400, torch.Generator().manual_seed(3))
+    C = PointCloud(X, dim=2)
+    i, j = (C.sample_indices(2000, torch.Generator().manual_seed(s)) for s in (0, 1))
+    exact, chord = M.dist(X[i], X[j]), torch.linalg.vector_norm(X[i] - X[j], dim=-1)
+    assert float(chord.max()) < 1.01 * math.sqrt(2 * math.pi) * M.sigma < 0.2 < float(exact.max())
+    path = C.path_length(i, j)
+    far = exact > 0.2
+    rel = path[far] / exact[far] - 1
+    # each edge is a chord, up to 3% shorter than its arc; the path's zigzag makes it longer
+    assert int(far.sum()) > 500 and 0 < float(rel.median()) < 0.1 and float(rel.min()) > -0.05
+    # a limit leaves the pairs beyond it at inf and the others as they were
+    bounded = C.path_length(i, j, limit=0.2)
+    inside = path <= 0.2
+    assert torch.equal(bounded[inside], path[inside]) and bool(torch.isinf(bounded[~inside]).all())
+    # the distance rule "graph" is the same search, bounded at 8 delta
+    assert torch.equal(C.graph_distance(i[inside], j[inside], 0.2 / 8), path[inside])
+
+
+def test_sample_indices_are_those_of_sample_and_with_midpoint_keeps_the_pairs(sphere_cloud):
+    _, X = sphere_cloud
+    C = PointCloud(X[:3000], dim=2)
+    idx = C.sample_indices(100, torch.Generator().manual_seed(4))
+    assert torch.equal(C.points[idx], C.sample(100, torch.Generator().manual_seed(4)))
+    chord = C.with_midpoint("chord")
+    a, b = sample_pairs(C, 64, 0.2, strategy="ball", seed=2), sample_pairs(chord, 64, 0.2, strategy="ball", seed=2)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.dist, b.dist)
+    assert torch.equal(b.midpoint, 0.5 * (b.x + b.y)) and not torch.allclose(a.midpoint, b.midpoint)
+    assert C.midpoint_rule == "projection" and chord.points is C.points
+    with pytest.raises(ValueError, match="midpoint"):
+        C.with_midpoint("average")
+
+
 def test_triplets_from_arrays_are_averaged_pair_by_pair():
     S = Sphere(1.0)
     pairs = sample_pairs(S, 100, 0.1, seed=0)
