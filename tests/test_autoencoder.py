@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from gammalimit import Circle, Sphere, SwissRoll, TranslatingBlob, sample_pairs
-from gammalimit.autoencoder import (DecoderConfig, fit_decoder, geodesic_interpolant, interpolation_errors,
-                                    latent_midpoint_defect, midpoint_defect, reconstruction_error,
-                                    train_plain_autoencoder)
+from gammalimit.autoencoder import (DecoderConfig, build_decoder, fit_decoder, geodesic_interpolant,
+                                    interpolation_errors, latent_midpoint_defect, midpoint_defect,
+                                    reconstruction_error, train_plain_autoencoder)
 from gammalimit.train import TrainConfig, build_encoder, train
 
 ENC = TrainConfig(manifold="sphere", latent_dim=3, delta=0.3, lam=0.01, steps=20, batch_size=32, hidden=(16,),
@@ -113,3 +113,51 @@ def test_interpolation_errors_vanish_for_a_flat_chart_and_its_inverse():
     assert float(err.ambient_linear.mean()) > 1e-3
     with pytest.raises(ValueError, match="ts"):
         interpolation_errors(Map(M.unrolled), Map(M.chart.embed), M, pairs, ts=(1.5,))
+
+
+def _bounds_hold(err, tol=1e-12):
+    """The triangle inequality between the decoded error, the floor and the decoded defect."""
+    lower = (err.decoded - err.reconstruction).abs() <= err.decoded_defect + tol
+    upper = err.decoded_defect <= err.decoded + err.reconstruction + tol
+    return bool(lower.all() and upper.all())
+
+
+def test_decoded_defect_sees_the_geometry_not_the_decoder():
+    # a flat encoder (the unrolling) and a decoder that is wrong everywhere: the decoded
+    # interpolant misses gamma(t) by the decoder's error, but the latent line is the encoded geodesic
+    M = SwissRoll()
+    pairs = sample_pairs(M, 32, 3.0, seed=4)
+    bad_decoder = Map(lambda c: M.chart.embed(c) * (1 + 0.1 * torch.sin(c[:, :1])))
+    err = interpolation_errors(Map(M.unrolled), bad_decoder, M, pairs)
+    assert err.decoded_defect.shape == err.decoded.shape == (3, len(pairs))
+    assert float(err.reconstruction.mean()) > 1e-2 and float(err.decoded.mean()) > 1e-2
+    assert float(err.decoded_defect.max()) < 1e-10
+    assert _bounds_hold(err)
+    # a bent encoder with the exact inverse as its decoder: no floor, and the defect is the error
+    bend = lambda u: torch.stack([u[:, 0], u[:, 1] + 0.05 * u[:, 0] ** 2], -1)  # noqa: E731
+    unbend = lambda c: torch.stack([c[:, 0], c[:, 1] - 0.05 * c[:, 0] ** 2], -1)  # noqa: E731
+    err = interpolation_errors(Map(lambda x: bend(M.unrolled(x))), Map(lambda c: M.chart.embed(unbend(c))), M, pairs)
+    assert float(err.reconstruction.max()) < 1e-10
+    assert float(err.decoded_defect.mean()) > 1e-3
+    assert torch.allclose(err.decoded_defect, err.decoded, atol=1e-10)
+    assert _bounds_hold(err)
+
+
+def test_decoded_defect_bounds_hold_for_trained_networks(trained_encoder):
+    res = fit_decoder(trained_encoder, Sphere(1.0), DEC)
+    pairs = sample_pairs(Sphere(1.0), 64, 1.0, seed=5)
+    err = interpolation_errors(res.encoder, res.decoder, Sphere(1.0), pairs, ts=(0.1, 0.5, 0.9))
+    assert _bounds_hold(err)
+    assert float(err.decoded_defect.min()) > 0
+
+
+def test_fresh_decoders_of_different_encoders_start_from_the_same_weights(trained_encoder):
+    # the fair comparison: one DecoderConfig gives every frozen encoder the same initial
+    # decoder weights; only the code normalisation follows each encoder's codes
+    M = Sphere(1.0)
+    other = build_encoder(ENC, M)
+    a, b = build_decoder(trained_encoder, M, DEC), build_decoder(other, M, DEC)
+    for (k, p), (_, q) in zip(a.mlp.state_dict().items(), b.mlp.state_dict().items()):
+        assert torch.equal(p, q), k
+    assert not torch.equal(a.code_shift, b.code_shift)
+    assert torch.equal(a.data_shift, b.data_shift)
