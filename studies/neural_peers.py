@@ -8,8 +8,8 @@ points: local isometry error at scale delta (best global scale), Procrustes erro
 coordinates, far-pair overlap (folds), and the field's measures (:mod:`gammalimit.metrics`) against
 the flat coordinates. The autoencoders get the budget of our encoder plus its decoder
 (``steps + decoder_steps`` joint steps); our encoder trains ``steps`` steps on ``L_delta`` alone.
-One seed; the regulariser weights are the defaults of :data:`gammalimit.neural_peers.DEFAULT_WEIGHTS`,
-not tuned.
+One seed (``Params.seed``; mean ± std over 5 seeds: studies/peers_seeds.py, a long mode); the
+regulariser weights are the defaults of :data:`gammalimit.neural_peers.DEFAULT_WEIGHTS`, not tuned.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def run_case(case: Case, p: Params) -> dict:
 
 
 def run(p: Params) -> dict:
-    return {"quick": p.quick_mode, "steps": p.steps, "decoder_steps": p.decoder_steps,
+    return {"quick": p.quick_mode, "seed": p.seed, "steps": p.steps, "decoder_steps": p.decoder_steps,
             "cases": [run_case(c, p) for c in p.cases]}
 
 
@@ -121,10 +121,11 @@ def _fmt(v, digits=3):
 
 def markdown_table(data: dict) -> str:
     lines = ["# L_delta encoder beside neural peers", "",
+             f"One seed (seed {data['seed']}); mean ± std over 5 seeds: peers_seeds.md (`make reproduce-long`).", "",
              f"Same encoder architecture and initial weights; our encoder trains {data['steps']} steps on L_delta "
              f"alone, each autoencoder {data['steps'] + data['decoder_steps']} joint steps (encoder and decoder "
-             "budget together). Measured on held-out points against the true flat coordinates. One seed; "
-             "regulariser weights not tuned.", ""]
+             "budget together). Measured on held-out points against the true flat coordinates. Regulariser "
+             "weights not tuned.", ""]
     for case in data["cases"]:
         lines += [f"## {case['manifold']} (`{case['repr']}`), delta = {case['case']['delta']:g}", "",
                   "| method | isometry | Procrustes | overlap | trust | continuity | kNN recall | Spearman | "

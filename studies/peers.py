@@ -186,8 +186,8 @@ def run(p: Params) -> dict:
             cases = [run_case(c, p) for c in p.cases]
     finally:
         torch.set_num_threads(threads)
-    data = {"quick": p.quick_mode, "methods": list(p.methods), "cases": cases, "n_neighbors": p.n_neighbors,
-            "n_pairs": p.n_pairs, "mds_pairs": p.mds_pairs}
+    data = {"quick": p.quick_mode, "seed": p.seed, "methods": list(p.methods), "cases": cases,
+            "n_neighbors": p.n_neighbors, "n_pairs": p.n_pairs, "mds_pairs": p.mds_pairs}
     data["markdown"] = markdown_table(data)
     return data
 
@@ -229,6 +229,8 @@ def markdown_table(data: dict) -> str:
     lines = [
         "# L_delta encoder beside scikit-learn's manifold learners",
         "",
+        f"One seed (seed {data['seed']}); mean ± std over 5 seeds: peers_seeds.md (`make reproduce-long`).",
+        "",
         f"Same samples for every method: {3 * data['n_pairs']} points `[x; y; av(x, y)]` from {data['n_pairs']} "
         f"pairs at geodesic distance exactly `delta` (MDS: the first {3 * data['mds_pairs']}, since SMACOF costs "
         f"O(n^2) per iteration). Every method embeds into the same dimension `l`; neighbourhood methods use "
@@ -250,8 +252,7 @@ def markdown_table(data: dict) -> str:
         "correlation of pairwise distances, and the density divergence KL_sigma of Topological Autoencoders "
         "(Moor et al. ICML 2020), each against the true flat coordinates where they exist (a flat chart is "
         "the ideal embedding there; against the data in R^3 the Swiss roll's straight-line distances would "
-        "favour PCA's projection), else against the data. One seed: mean and spread over 5 seeds are not run "
-        "in `make reproduce`.",
+        "favour PCA's projection), else against the data.",
         "",
         "Two rows are ours. *L_delta encoder* is trained on pairs drawn afresh from the manifold, with their exact "
         "geodesic distance and midpoint (docs/theory.md, section 2): `fit(X)` only checks that `X` lies on the "
