@@ -209,7 +209,7 @@ def print_summary(records: list[dict], file=sys.stdout) -> bool:
     return ok
 
 
-class _OneThread:
+class OneThread:
     """Within it: torch and the BLAS pools (numpy, scipy, scikit-learn) on one thread."""
 
     def __enter__(self):
@@ -233,7 +233,7 @@ def _run_named(name: str, quick: bool, out_dir) -> dict:
     """Run one study by name on one thread; return its record."""
     module = load(name)
     params = module.Params.quick() if quick else module.Params()
-    with _OneThread():
+    with OneThread():
         return run_study(module, params, Path(out_dir), name)
 
 

@@ -196,4 +196,4 @@ def overlap_fraction(code_a, code_b, dist, delta: float, scale: float = 1.0) -> 
     if not far.any():
         return float("nan")
     close = scale * torch.linalg.vector_norm(ca - cb, dim=-1) < delta
-    return float((close & far).sum() / far.sum())
+    return int((close & far).sum()) / int(far.sum())  # exact in float64, whatever torch's default dtype

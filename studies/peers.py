@@ -99,7 +99,7 @@ def make_method(name: str, case: Case, p: Params, dim: int):
             return GammaEncoder(manifold=case.manifold, n_pixels=p.n_pixels, **common)
         return GammaEncoder(dim=dim, pool_pairs=p.sample_pool_pairs, **common)
     if name == "Isomap":
-        return Isomap(n_neighbors=k, n_components=l)
+        return Isomap(n_neighbors=k, n_components=l, eigen_solver="dense")  # ARPACK starts from an unseeded vector
     if name in ("LLE", "Hessian LLE", "LTSA"):
         method = {"LLE": "standard", "Hessian LLE": "hessian", "LTSA": "ltsa"}[name]
         # Hessian LLE needs n_neighbors > l (l + 3) / 2

@@ -24,14 +24,14 @@ import multiprocessing
 import os
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gammalimit.metrics import DEFAULT_SIGMAS
-from gammalimit.reproduce import _OneThread, load
+from gammalimit.reproduce import OneThread, load
 from gammalimit.validation import check_count, check_seed
 
 #: place in `gammalimit reproduce peers_seeds` / `make reproduce-long`
@@ -66,8 +66,10 @@ class Params:
 
     @classmethod
     def quick(cls) -> "Params":
-        return cls(seeds=(0, 1), peers=peers_study.Params.quick(), neural_peers=neural_study.Params.quick(),
-                   quick_mode=True)
+        # one case of each sibling (their quick modes run both in tests/test_studies.py already)
+        peers, neural = peers_study.Params.quick(), neural_study.Params.quick()
+        return cls(seeds=(0, 1), peers=replace(peers, cases=peers.cases[-1:]),
+                   neural_peers=replace(neural, cases=neural.cases[:1]), quick_mode=True)
 
 
 def run_task(study: str, fields: dict, case: int, seed: int, default_dtype: str) -> dict:
@@ -84,7 +86,7 @@ def run_task(study: str, fields: dict, case: int, seed: int, default_dtype: str)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, default_dtype))
     try:
-        with _OneThread():
+        with OneThread():
             return module.run_case(cases[case], p)
     finally:
         torch.set_default_dtype(previous)

@@ -22,12 +22,13 @@ def _same(a, b) -> bool:
 def test_seed_zero_reproduces_the_single_seed_studies_quick_runs():
     """Each case in its own spawned worker gives, number for number, what the sibling study's own run
     (every case in turn, in this process, on one thread) gives."""
-    data = study.run(replace(study.Params.quick(), seeds=(0,), jobs=2))
-    with reproduce._OneThread():
-        single = {"peers": peers.run(peers.Params.quick()), "neural_peers": neural.run(neural.Params.quick())}
+    params = replace(study.Params.quick(), seeds=(0,), jobs=2)
+    data = study.run(params)
+    with reproduce.OneThread():
+        single = {"peers": peers.run(params.peers), "neural_peers": neural.run(params.neural_peers)}
     for name in ("peers", "neural_peers"):
         cases = data[name]["cases"]
-        assert len(cases) == len(single[name]["cases"]) >= 2
+        assert len(cases) == len(single[name]["cases"]) >= 1
         for mine, theirs in zip(cases, single[name]["cases"]):
             assert mine["manifold"] == theirs["manifold"]
             assert _same(mine["runs"][0], theirs), (name, mine["manifold"])
