@@ -39,7 +39,7 @@ def test_unknown_study_is_an_error():
 
 def test_studies_are_discovered_in_their_order_and_the_benchmark_is_not_one():
     assert reproduce.available() == ["delta_convergence", "sample_convergence", "strategy_comparison", "roundoff",
-                                     "minimizers", "train_images", "interpolation", "peers", "neural_peers",
+                                     "minimizers", "train_images", "interpolation", "peers", "neural_peers", "beyond",
                                      "data_geometry", "peers_seeds", "train_from_samples"]
     assert (reproduce.STUDY_DIR / "bench_loss.py").exists() and "bench_loss" not in reproduce.available()
 

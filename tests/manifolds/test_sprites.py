@@ -5,12 +5,18 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gammalimit import discrete_loss
 from gammalimit.manifolds import Manifold, Sprite
 from gammalimit.manifolds.sprites import plus_metric_constants
 
 DT = torch.float64
 M = Sprite()
+#: a coarser grid with a wider sprite (the one studies/beyond.py trains on), and the default widths there
+COARSE = {"wide-32": Sprite(32, sigmas=(0.08, 0.04), scales=(1.0, 1.4), angle=0.5, shift=0.04),
+          "default-32": Sprite(32)}
 
 
 def _chart_points(k, seed, M=M):
@@ -118,3 +124,102 @@ def test_short_chords_approach_the_geodesic_distance():
 def test_bad_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Sprite(**kwargs)
+
+
+def test_closed_form_jacobian_matches_autodiff():
+    u = _chart_points(5, 7)
+    J_auto = torch.func.vmap(torch.func.jacfwd(lambda v: M.render(v[None])[0]))(u)
+    J = M.jacobian(u)
+    assert J.shape == (5, M.ambient_dim, 4)
+    assert float((J - J_auto).abs().max()) < 1e-12 * float(J_auto.abs().max())
+    x, frame = M._render_and_frame(u)  # rendered in place, in another order: equal to round-off
+    assert torch.allclose(x, M.render(u), atol=1e-15, rtol=0)
+    assert torch.allclose(M._render_samples(u), M.render(u), atol=1e-15, rtol=0)
+    assert torch.allclose(frame, J / math.sqrt(M.metric_scale), atol=0, rtol=1e-15)
+
+
+def test_flat_coordinates_are_an_isometry():
+    """Euclidean distances of the flat coordinates are the geodesic distances."""
+    g = torch.Generator().manual_seed(8)
+    x, y = M.sample(10, g), M.sample(10, g)
+    fx, fy = M.flat_coordinates(x), M.flat_coordinates(y)
+    assert fx.shape == (10, 4)
+    assert torch.allclose(torch.linalg.vector_norm(fx - fy, dim=-1), M.dist(x, y), atol=1e-13, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(COARSE))
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), frac=st.floats(1e-4, 0.9))
+def test_exp_dist_midpoint_property(name, seed, frac):
+    S = COARSE[name]
+    g = torch.Generator().manual_seed(seed)
+    x = S.sample(16, g)
+    v = S.random_unit_tangent(x, g)
+    t = frac * S.injectivity_radius
+    y = S.exp(x, t * v)
+    keep = S.contains(y)  # only pairs that stay in the box are geodesics of M
+    x, y = x[keep], y[keep]
+    d = S.dist(x, y)
+    assert torch.allclose(d, torch.full_like(d, t), atol=1e-12, rtol=0)
+    assert torch.allclose(d, S.dist(y, x), atol=1e-12, rtol=0)
+    mid = S.midpoint(x, y)
+    assert S.contains(mid).all()
+    assert torch.allclose(S.dist(x, mid), d / 2, atol=1e-12, rtol=0)
+    assert torch.allclose(S.dist(mid, y), d / 2, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(COARSE))
+def test_frame_tangent_and_orthonormal_up_to_the_discretisation(name):
+    S = COARSE[name]
+    x = S.sample(16, torch.Generator().manual_seed(3))
+    E = S.tangent_frame(x)
+    assert E.shape == (16, S.ambient_dim, 4)
+    # the frame is J / sqrt(m): orthonormal up to the pixel quadrature's metric error
+    err = S.metric_discretisation_error(S.params_of(x))
+    gram = E.transpose(1, 2) @ E
+    assert float(torch.linalg.matrix_norm(gram - torch.eye(4, dtype=DT), ord=2).max()) <= err + 1e-14
+    # the random unit tangent is unit in the metric, so its ambient length is off by at most err
+    v = S.random_unit_tangent(x, torch.Generator().manual_seed(4))
+    assert (torch.linalg.vector_norm(v, dim=-1) - 1).abs().max() <= err + 1e-14
+    # tangent: (exp(x, h e) - x) / h = e + O(h |II|); the sprite's curvature, ~ 1/(arm width), is
+    # some 20x the blob's, so the step is 1e-7 rather than test_images.py's 1e-6
+    h = 1e-7
+    for i in range(4):
+        y = S.exp(x, h * E[:, :, i])
+        assert torch.allclose((y - x) / h, E[:, :, i], atol=1e-5)
+
+
+def test_discretisation_error_of_the_coarse_sprites():
+    """The wide sprite keeps the metric error near 1e-7 on 32 pixels at the box corners and centre,
+    and below about 1e-5 at other sub-pixel positions (measured 1.0e-5 at most over 2000 random chart
+    points); the default widths (arm width one pixel at N = 32) do not: about 8e-4."""
+    S = COARSE["wide-32"]
+    assert S.metric_discretisation_error() < 5e-7
+    assert S.metric_discretisation_error(_chart_points(200, 11, S)) < 3e-5
+    assert 1e-4 < COARSE["default-32"].metric_discretisation_error() < 3e-3
+
+
+def test_discrete_loss_runs_on_the_sprite():
+    S = COARSE["wide-32"]
+    W = torch.randn(5, S.ambient_dim, generator=torch.Generator().manual_seed(0), dtype=DT)
+    est = discrete_loss(lambda x: x @ W.T, S, delta=0.3 * S.injectivity_radius, lam=0.1, n=128, antithetic=True)
+    assert math.isfinite(est.total) and est.total > 0 and est.n == 128
+    # the flat coordinates are an isometric affine encoder: L_delta = 0 up to round-off
+    flat = discrete_loss(S.flat_coordinates, S, delta=0.3 * S.injectivity_radius, lam=0.1, n=64, antithetic=True)
+    assert flat.total < 1e-20
+
+
+def test_injectivity_radius_keeps_steps_off_the_quarter_turned_copy():
+    """A chart point turned by a quarter turn renders the same image; the injectivity radius
+    stays below the distance to that copy, which shrinks as angle approaches pi/4."""
+    S = COARSE["wide-32"]
+    u = _chart_points(4, 9, S)
+    f = S.factors(u)
+    f[:, 2] += math.pi / 2
+    turned = S.chart_of_factors(f)
+    assert torch.allclose(S.render(turned), S.render(u), atol=1e-15)
+    lo, hi = S._box()
+    gap = math.sqrt(S.metric_scale) * torch.linalg.vector_norm(turned - turned.clamp(lo, hi), dim=-1)
+    assert (gap >= S.alias_distance).all() and S.injectivity_radius <= S.alias_distance
+    near = Sprite(32, sigmas=(0.08, 0.04), scales=(1.0, 1.4), angle=0.78, shift=0.04)
+    assert near.injectivity_radius == near.alias_distance < 0.1 * S.injectivity_radius
