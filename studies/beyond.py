@@ -166,7 +166,7 @@ def _run_sprite(p: Params) -> dict:
     rows[-1]["start"] = (ours.start or {}).get("method")
 
     t0 = time.process_time()
-    isomap = Isomap(n_neighbors=p.n_neighbors, n_components=4).fit(X.numpy())
+    isomap = Isomap(n_neighbors=p.n_neighbors, n_components=4, eigen_solver="dense").fit(X.numpy())
     codes["Isomap"] = torch.as_tensor(isomap.embedding_)
     rows.append(sprite_row("Isomap", codes["Isomap"], _cpu_seconds(t0), pairs, flat, p))
 
@@ -229,7 +229,7 @@ def digit_method(name: str, p: Params):
     if name == "PCA":
         return PCA(n_components=2, random_state=p.seed)
     if name == "Isomap":
-        return Isomap(n_neighbors=p.digits_neighbors, n_components=2)
+        return Isomap(n_neighbors=p.digits_neighbors, n_components=2, eigen_solver="dense")
     if name == "Spectral":
         return SpectralEmbedding(n_components=2, affinity="nearest_neighbors", n_neighbors=p.digits_neighbors,
                                  random_state=p.seed)
