@@ -4,8 +4,8 @@ overlap, the field's measures (trustworthiness, continuity, kNN recall, Spearman
 distances, KL_sigma for sigma in 0.01, 0.1, 1; :mod:`gammalimit.metrics`) and the fit time.
 
 Each seed is the sibling study's run with ``Params.seed`` set to it, case by case (its
-``run_case``): seed 0 gives the single-seed studies' numbers (Isomap's to roundoff above 200
-points, where scikit-learn starts ARPACK from numpy's unseeded global generator). A seed changes
+``run_case``): seed 0 gives the single-seed studies' numbers (Isomap with the dense eigensolver:
+ARPACK would start from numpy's unseeded global generator). A seed changes
 the samples (fitted, held out, far pairs), the networks' initial weights and batches, and the
 peers' ``random_state``.
 
@@ -270,9 +270,7 @@ def markdown_table(data: dict) -> str:
         "(neural_peers.md), with their parameters; see those tables for what each measure is. Each entry is "
         f"the mean ± the sample standard deviation over the seeds (ddof = 1: divisor {n} - 1"
         + ("; with one seed it is n/a" if n == 1 else "") + "). "
-        + ("Seed 0 is the single-seed studies' run, number for number (Isomap's to roundoff above 200 points: "
-           "scikit-learn starts its ARPACK eigensolver from numpy's unseeded global generator, so Isomap's last "
-           "digits differ from run to run, in peers.py too). " if 0 in data["seeds"] else "")
+        + ("Seed 0 is the single-seed studies' run, number for number. " if 0 in data["seeds"] else "")
         + "A seed changes the samples (fitted, held out, far pairs), the networks' initial weights "
         "and batches, and the peers' `random_state`. A failed fit is counted (*failed*), not averaged: a "
         "method's means are over the seeds on which it ran. n/a: not defined (Procrustes without true flat "
