@@ -1,4 +1,6 @@
-"""`gammalimit reproduce`: long modes outside the default set, and studies side by side (``jobs``)."""
+"""`gammalimit reproduce`: the default set leaves the long modes out, and studies run side by side (``jobs``).
+
+Discovery of long modes: tests/test_studies.py."""
 
 import json
 import subprocess
@@ -7,33 +9,6 @@ import sys
 import pytest
 
 from gammalimit import reproduce
-
-STUDY = """
-ORDER = 5
-from dataclasses import dataclass
-
-@dataclass
-class Params:
-    @classmethod
-    def quick(cls):
-        return cls()
-
-def run(p): return {}
-def plot(data): pass
-def summary(data): return []
-"""
-
-
-def test_a_long_mode_is_found_but_not_run_by_default(tmp_path):
-    (tmp_path / "short.py").write_text(STUDY)
-    (tmp_path / "slow.py").write_text(STUDY + "LONG = True\n")
-    (tmp_path / "plain.py").write_text(STUDY + "LONG = False\n")
-    assert reproduce.discover(tmp_path) == ["plain", "short", "slow"]
-    assert reproduce.discover(tmp_path, long=False) == ["plain", "short"]
-    assert reproduce.discover(tmp_path, long=True) == ["slow"]
-    (tmp_path / "bad.py").write_text(STUDY + "LONG = 1\n")
-    with pytest.raises(ValueError, match="LONG must be True or False"):
-        reproduce.discover(tmp_path)
 
 
 def test_the_default_set_is_every_study_but_the_long_modes():

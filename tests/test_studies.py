@@ -44,8 +44,8 @@ def test_studies_are_discovered_in_their_order_and_the_benchmark_is_not_one():
     assert (reproduce.STUDY_DIR / "bench_loss.py").exists() and "bench_loss" not in reproduce.available()
 
 
-def test_a_new_study_is_one_file(tmp_path):
-    study = """
+#: the smallest file that is a study (discovery reads it and must not run it)
+STUDY = """
 ORDER = 5
 from dataclasses import dataclass
 
@@ -60,6 +60,10 @@ def plot(data): pass
 def summary(data): return []
 raise SystemExit("discovery must not run a study")
 """
+
+
+def test_a_new_study_is_one_file(tmp_path):
+    study = STUDY
     (tmp_path / "zeta.py").write_text(study)
     (tmp_path / "alpha.py").write_text(study.replace("ORDER = 5", ""))
     (tmp_path / "beta.py").write_text(study.replace("ORDER = 5", "ORDER = 1"))
@@ -67,6 +71,18 @@ raise SystemExit("discovery must not run a study")
     assert reproduce.discover(tmp_path) == ["beta", "zeta", "alpha"]
     (tmp_path / "bad.py").write_text(study.replace("ORDER = 5", "ORDER = 'first'"))
     with pytest.raises(ValueError, match="ORDER must be an int"):
+        reproduce.discover(tmp_path)
+
+
+def test_a_long_mode_is_found_but_not_run_by_default(tmp_path):
+    (tmp_path / "short.py").write_text(STUDY)
+    (tmp_path / "slow.py").write_text(STUDY + "LONG = True\n")
+    (tmp_path / "plain.py").write_text(STUDY + "LONG = False\n")
+    assert reproduce.discover(tmp_path) == ["plain", "short", "slow"]
+    assert reproduce.discover(tmp_path, long=False) == ["plain", "short"]
+    assert reproduce.discover(tmp_path, long=True) == ["slow"]
+    (tmp_path / "bad.py").write_text(STUDY + "LONG = 1\n")
+    with pytest.raises(ValueError, match="LONG must be True or False"):
         reproduce.discover(tmp_path)
 
 
