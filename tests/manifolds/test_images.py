@@ -12,6 +12,7 @@ from torch.func import hessian, jacfwd, vmap
 from gammalimit import PeriodicBlob, RotatingEllipse, TranslatingBlob, discrete_loss, sample_pairs
 from gammalimit.manifolds import Manifold
 from gammalimit.manifolds.images import periodic_blob_metric_scale
+from geodesic_checks import check_exp_dist_midpoint, random_geodesic_starts
 
 DT = torch.float64
 MANIFOLDS = {
@@ -70,24 +71,7 @@ def test_inverse_recovers_parameters(name, n_pixels):
 @given(seed=st.integers(0, 2**31 - 1), frac=st.floats(1e-4, 0.9))
 def test_exp_dist_midpoint(name, seed, frac):
     M = MANIFOLDS[name]
-    g = torch.Generator().manual_seed(seed)
-    x = M.sample(32, g)
-    v = M.random_unit_tangent(x, g)
-    t = frac * M.injectivity_radius
-    y = M.exp(x, t * v)
-    if M.has_boundary:  # only pairs that stay in M are geodesics of M
-        keep = M.contains(y)
-        x, v, y = x[keep], v[keep], y[keep]
-    tol = 1e-12 * max(1.0, M.injectivity_radius)
-    assert M.contains(x).all() and M.contains(y).all()
-    d = M.dist(x, y)
-    assert torch.allclose(d, torch.full_like(d, t), atol=tol, rtol=0)
-    assert torch.allclose(d, M.dist(y, x), atol=tol, rtol=0)
-    mid = M.midpoint(x, y)
-    assert M.contains(mid).all()
-    assert torch.allclose(M.dist(x, mid), d / 2, atol=tol, rtol=0)
-    assert torch.allclose(M.dist(mid, y), d / 2, atol=tol, rtol=0)
-    assert torch.allclose(M.exp(x, 0.5 * t * v), mid, atol=1e-12, rtol=0)
+    check_exp_dist_midpoint(M, *random_geodesic_starts(M, seed, frac, 32), half_step_with_boundary=True)
 
 
 def test_exact_distances_and_midpoints():

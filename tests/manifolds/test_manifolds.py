@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from gammalimit import Circle, ClosedCurve, FlatTorus, Sphere, SwissRoll
 from gammalimit.manifolds import Manifold, make_manifold
 from gammalimit.manifolds.registry import MANIFOLDS as REGISTRY
+from geodesic_checks import check_exp_dist_midpoint, random_geodesic_starts
 
 #: parameters other than the defaults, so that the properties are not tuned to them
 PARAMS = {"circle": {"radius": 1.7}, "sphere": {"radius": 0.8}, "torus": {"radii": (1.0, 2.5)}}
@@ -24,12 +25,8 @@ settings.load_profile("geometry")
 
 
 def _pairs(M, seed, frac):
-    """Points, unit directions and a step ``t = frac * injectivity radius``."""
-    g = torch.Generator().manual_seed(seed)
-    x = M.sample(32, g)
-    v = M.random_unit_tangent(x, g)
-    t = frac * min(M.injectivity_radius, 5.0)
-    return x, v, t
+    """Points, unit directions and a step ``t = frac * min(injectivity radius, 5)``."""
+    return random_geodesic_starts(M, seed, frac, 32, t_max=5.0)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -43,23 +40,7 @@ def test_protocol(name):
 @given(seed=st.integers(0, 2**31 - 1), frac=st.floats(1e-4, 0.9))
 def test_exp_dist_midpoint(name, seed, frac):
     M = MANIFOLDS[name]
-    x, v, t = _pairs(M, seed, frac)
-    y = M.exp(x, t * v)
-    if M.has_boundary:  # only pairs that stay in M are geodesics of M
-        keep = M.contains(y)
-        x, y = x[keep], y[keep]
-    scale = max(1.0, M.injectivity_radius)
-    tol = 1e-12 * scale
-    assert M.contains(x).all() and M.contains(y).all()
-    d = M.dist(x, y)
-    assert torch.allclose(d, torch.full_like(d, t), atol=tol, rtol=0)
-    assert torch.allclose(d, M.dist(y, x), atol=tol, rtol=0)
-    mid = M.midpoint(x, y)
-    assert M.contains(mid).all()
-    assert torch.allclose(M.dist(x, mid), d / 2, atol=tol, rtol=0)
-    assert torch.allclose(M.dist(mid, y), d / 2, atol=tol, rtol=0)
-    if not M.has_boundary:  # the midpoint is where the geodesic is at half time
-        assert torch.allclose(M.exp(x, 0.5 * t * v), mid, atol=tol, rtol=0)
+    check_exp_dist_midpoint(M, *_pairs(M, seed, frac), half_step_with_boundary=False)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from gammalimit import discrete_loss
 from gammalimit.manifolds import Manifold, Sprite
 from gammalimit.manifolds.sprites import plus_metric_constants
+from geodesic_checks import check_exp_dist_midpoint, random_geodesic_starts
 
 DT = torch.float64
 M = Sprite()
@@ -151,21 +152,8 @@ def test_flat_coordinates_are_an_isometry():
 @settings(max_examples=5, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), frac=st.floats(1e-4, 0.9))
 def test_exp_dist_midpoint_property(name, seed, frac):
-    S = COARSE[name]
-    g = torch.Generator().manual_seed(seed)
-    x = S.sample(16, g)
-    v = S.random_unit_tangent(x, g)
-    t = frac * S.injectivity_radius
-    y = S.exp(x, t * v)
-    keep = S.contains(y)  # only pairs that stay in the box are geodesics of M
-    x, y = x[keep], y[keep]
-    d = S.dist(x, y)
-    assert torch.allclose(d, torch.full_like(d, t), atol=1e-12, rtol=0)
-    assert torch.allclose(d, S.dist(y, x), atol=1e-12, rtol=0)
-    mid = S.midpoint(x, y)
-    assert S.contains(mid).all()
-    assert torch.allclose(S.dist(x, mid), d / 2, atol=1e-12, rtol=0)
-    assert torch.allclose(S.dist(mid, y), d / 2, atol=1e-12, rtol=0)
+    M = COARSE[name]
+    check_exp_dist_midpoint(M, *random_geodesic_starts(M, seed, frac, 16), half_step_with_boundary=True)
 
 
 @pytest.mark.parametrize("name", sorted(COARSE))
