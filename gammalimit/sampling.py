@@ -16,7 +16,7 @@ bit. With the same seed, every ``delta`` of a sweep sees the same
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -159,8 +159,9 @@ class PairSample:
         End points and their Riemannian average ``av(x, y)``.
     dist : tensor, shape=[k]
         ``d(x, y) = delta r``.
-    v : tensor, shape=[k, ambient_dim]
-        The unit tangent direction at ``x`` that produced ``y``.
+    v : tensor, shape=[k, ambient_dim], or None
+        The unit tangent direction at ``x`` that produced ``y``; ``None`` when
+        drawn with ``tangents=False``.
     r : tensor, shape=[k]
         Radius factor in ``(0, 1]``.
     delta : float
@@ -179,7 +180,7 @@ class PairSample:
     y: torch.Tensor
     midpoint: torch.Tensor
     dist: torch.Tensor
-    v: torch.Tensor
+    v: torch.Tensor | None
     r: torch.Tensor
     delta: float
     antithetic: bool = False
@@ -189,6 +190,17 @@ class PairSample:
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    def stacked(self) -> torch.Tensor:
+        """``[x; y; midpoint]``, ``shape=[3k, ambient_dim]``: a view when the sampler drew the three
+        into one buffer, one after the other (image manifolds), else a copy."""
+        x, y, mid = self.x, self.y, self.midpoint
+        step = x.numel() * x.element_size()
+        if (x.dim() == 2 and x.shape == y.shape == mid.shape and all(t.is_contiguous() for t in (x, y, mid))
+                and x.untyped_storage().data_ptr() == y.untyped_storage().data_ptr() == mid.untyped_storage().data_ptr()
+                and y.data_ptr() == x.data_ptr() + step and mid.data_ptr() == y.data_ptr() + step):
+            return x.as_strided((3 * x.shape[0], x.shape[1]), x.stride())
+        return torch.cat([x, y, mid])
 
     @classmethod
     def from_arrays(cls, x, y, midpoint, dist, *, delta: float | None = None) -> "PairSample":
@@ -241,6 +253,9 @@ class PairSample:
         fields = []
         for name in names:
             pieces = [getattr(p, name) for p in parts]
+            if any(t is None for t in pieces):  # v without tangents
+                fields.append(None)
+                continue
             if anti:
                 pieces = [t[: t.shape[0] // 2] for t in pieces] + [t[t.shape[0] // 2 :] for t in pieces]
             fields.append(torch.cat(pieces))
@@ -248,9 +263,10 @@ class PairSample:
                           fields[7] if len(fields) > 7 else None)
 
 
-def _pairs_from_cube(manifold, strategy, delta, u, antithetic):
+def _pairs_from_cube(manifold, strategy, delta, u, antithetic, tangents=True):
     """Pair fields ``(x, y, midpoint, dist, v, r)`` from cube points, and the mask of pairs inside a
-    manifold with boundary (``None``: ask :func:`_accepted`)."""
+    manifold with boundary (``None``: ask :func:`_accepted`). Without ``tangents`` a sampler that
+    need not compute ``v`` (one drawing in its chart) may leave it ``None``."""
     if hasattr(manifold, "pairs_from_cube"):  # samples standing for a manifold (PointCloud)
         return manifold.pairs_from_cube(u, delta, strategy), None
     m = manifold.dim
@@ -258,7 +274,7 @@ def _pairs_from_cube(manifold, strategy, delta, u, antithetic):
     c = unit_vector_from_cube(u[:, m : m + tc], m)
     r = strategy.radius(u[:, m + tc :], m)
     if hasattr(manifold, "pairs_in_chart"):  # the sampler renders from parameters (image manifolds)
-        return manifold.pairs_in_chart(u[:, :m], c, r, delta, antithetic)
+        return manifold.pairs_in_chart(u[:, :m], c, r, delta, antithetic, tangents)
     x = manifold.point_from_cube(u[:, :m])
     if antithetic:
         x, c, r = torch.cat([x, x]), torch.cat([c, -c]), torch.cat([r, r])
@@ -323,7 +339,7 @@ def _draw_block(manifold, strategy, delta, source, k, antithetic, replicate, rej
 
 def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
                qmc: bool = False, seed: int = 0, qmc_replicates: int = 8,
-               reject: bool = True) -> Iterator[PairSample]:
+               reject: bool = True, scramble_seed: int | None = None, tangents: bool = True) -> Iterator[PairSample]:
     """Stream ``n`` pairs in blocks of :func:`~gammalimit.blocks.block_size` pairs.
 
     Parameters are those of :func:`sample_pairs`. With ``antithetic``, ``n``
@@ -337,13 +353,14 @@ def iter_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: 
     PairSample
     """
     for _, pairs in iter_blocks(manifold, n, delta, strategy=strategy, antithetic=antithetic, qmc=qmc, seed=seed,
-                                qmc_replicates=qmc_replicates, reject=reject):
+                                qmc_replicates=qmc_replicates, reject=reject, scramble_seed=scramble_seed,
+                                tangents=tangents):
         yield pairs
 
 
 def iter_blocks(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
                 qmc: bool = False, seed: int = 0, qmc_replicates: int = 8, reject: bool = True,
-                owns=None) -> Iterator[tuple[int, PairSample]]:
+                owns=None, scramble_seed: int | None = None, tangents: bool = True) -> Iterator[tuple[int, PairSample]]:
     """The blocks of :func:`iter_pairs` with their index in its stream, optionally only those of some sources.
 
     A *source* is a part of the stream that can be drawn without drawing the
@@ -362,7 +379,7 @@ def iter_blocks(manifold, n: int, delta: float, *, strategy="shell", antithetic:
         The block's index in :func:`iter_pairs`'s order, and the block.
     """
     manifold, delta, strat, plan = _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed,
-                                               qmc_replicates, owns)
+                                               qmc_replicates, owns, scramble_seed)
     independent = not getattr(manifold, "has_boundary", False)
     for index, src, k, rep in plan:
         start = src.block
@@ -370,10 +387,10 @@ def iter_blocks(manifold, n: int, delta: float, *, strategy="shell", antithetic:
         if not src.qmc and independent and src.block != start + 1:
             raise RuntimeError(f"{manifold!r} redrew pairs but does not declare has_boundary: its blocks are "
                                "not independent")
-        yield index, pairs
+        yield index, pairs if tangents else replace(pairs, v=None)
 
 
-def _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates, owns):
+def _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates, owns, scramble_seed):
     """Checked arguments and the blocks of the stream: ``(index, source, units, replicate)`` for each block
     of the sources ``owns`` picks, the source positioned to draw that block (:func:`gammalimit.blocks.block_plan`;
     see :func:`iter_blocks`)."""
@@ -382,6 +399,11 @@ def _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replica
     check_count(n, "n", minimum=2)
     strat = get_strategy(strategy)
     seed = check_seed(seed)
+    if scramble_seed is not None:
+        if not qmc:
+            raise ValueError(f"scramble_seed re-uses scrambled Sobol sequences: it needs qmc=True, got "
+                             f"scramble_seed={scramble_seed!r} with qmc=False")
+        scramble_seed = check_seed(scramble_seed, "scramble_seed")
     if hasattr(manifold, "pairs_from_cube"):
         if antithetic:
             raise ValueError(f"antithetic pairs (v and -v) need an exponential map; {manifold!r} has none: "
@@ -393,27 +415,29 @@ def _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replica
     if qmc:
         check_count(qmc_replicates, "qmc_replicates", minimum=2)
     plan = block_plan(n, dim, block, antithetic=antithetic, qmc=qmc, seed=seed, qmc_replicates=qmc_replicates,
-                      owns=owns, independent=not getattr(manifold, "has_boundary", False))
+                      owns=owns, independent=not getattr(manifold, "has_boundary", False), scramble_seed=scramble_seed)
     return manifold, delta, strat, plan
 
 
-def _chart_sample(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates) -> PairSample:
+def _chart_sample(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates, scramble_seed,
+                  tangents) -> PairSample:
     """:func:`sample_pairs` on a manifold that draws pairs in its chart and has no boundary: the cube
     points of every block first, then one call of ``pairs_in_chart``. The pairs are those of the
     blocks joined (:meth:`PairSample.concat`), without rendering and copying block by block."""
     manifold, delta, strat, plan = _block_plan(manifold, n, delta, strategy, antithetic, qmc, seed,
-                                               qmc_replicates, None)
+                                               qmc_replicates, None, scramble_seed)
     u, reps = [], []
     for _, src, k, rep in plan:
         u.append(src.draw(k))
         reps.append(torch.full((k,), rep, dtype=torch.long))
-    fields, _ = _pairs_from_cube(manifold, strat, delta, torch.cat(u), antithetic)
+    fields, _ = _pairs_from_cube(manifold, strat, delta, torch.cat(u), antithetic, tangents)
     rep = torch.cat(reps)
     return PairSample(*fields, delta, antithetic, torch.cat([rep, rep]) if antithetic else rep, 0)
 
 
 def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic: bool = False,
-                 qmc: bool = False, seed: int = 0, qmc_replicates: int = 8, reject: bool = True) -> PairSample:
+                 qmc: bool = False, seed: int = 0, qmc_replicates: int = 8, reject: bool = True,
+                 scramble_seed: int | None = None, tangents: bool = True) -> PairSample:
     """Draw ``n`` pairs at scale ``delta`` (docs/theory.md, section 2).
 
     Parameters
@@ -443,15 +467,30 @@ def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic
         ``inside`` marks the ones the sampler would keep: the same candidates
         then give both the sampler's law and ``mu``, which estimates the
         boundary bias ``E_sampler[f] - E_mu[f]`` with little noise.
+    scramble_seed : int, optional
+        With ``qmc``: keep the Sobol sequences scrambled by ``scramble_seed``
+        (once per process) and re-randomise them by a random digital shift
+        drawn from ``seed`` (:class:`~gammalimit.blocks.CubeSource`); each
+        draw is still a balanced, unbiased randomised QMC sample. For a
+        caller that draws many batches (a trainer: new ``seed`` every step,
+        the same ``scramble_seed``): it saves building two scipy engines per
+        draw. Default: each draw scrambled afresh by ``seed``.
+    tangents : bool, default True
+        Return each pair's unit tangent ``v``; ``False`` returns ``v = None``,
+        and an image manifold, which draws in its chart, then does not render
+        it (its ``d render``): for a caller that needs only ``x``, ``y``, the
+        midpoint and ``d`` (the discrete loss, a trainer).
 
     Returns
     -------
     PairSample
         ``x, y, midpoint`` ``shape=[n, ambient_dim]``, ``dist, r`` ``shape=[n]``,
-        ``v`` ``shape=[n, ambient_dim]``. With ``antithetic``, pair
+        ``v`` ``shape=[n, ambient_dim]`` (or ``None``). With ``antithetic``, pair
         ``i + n/2`` is pair ``i`` with ``-v``.
     """
     if reject and hasattr(manifold, "pairs_in_chart") and not manifold.has_boundary:
-        return _chart_sample(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates)
+        return _chart_sample(manifold, n, delta, strategy, antithetic, qmc, seed, qmc_replicates, scramble_seed,
+                             tangents)
     return PairSample.concat(list(iter_pairs(manifold, n, delta, strategy=strategy, antithetic=antithetic,
-                                             qmc=qmc, seed=seed, qmc_replicates=qmc_replicates, reject=reject)))
+                                             qmc=qmc, seed=seed, qmc_replicates=qmc_replicates, reject=reject,
+                                             scramble_seed=scramble_seed, tangents=tangents)))

@@ -136,3 +136,76 @@ def test_qmc_points_carry_full_double_precision():
     est = discrete_loss(lambda x: 0.9 * x, C, delta=0.2, lam=1.0, n=8 * 2**16, strategy="ball", qmc=True)
     assert abs(est.total - exact) <= 4 * est.stderr + 1e-15
     assert est.stderr < 1e-10 * exact
+
+
+def _grid(u):
+    """Sobol points as the integers of scipy's 2^-30 grid (the dither inside a cell dropped)."""
+    return (u * 2.0**30).floor().long()
+
+
+def test_a_kept_scrambling_is_digitally_shifted_per_seed():
+    from gammalimit.blocks import CubeSource
+
+    a, b = (CubeSource(3, seed, True, replicate=1, scramble_seed=9).draw(64) for seed in (5, 6))
+    # one scrambled sequence, shifted: the bitwise difference of the two draws is one shift for every point
+    xor = _grid(a) ^ _grid(b)
+    assert (xor == xor[0]).all() and (xor[0] != 0).all()
+    # a digitally shifted net is a net: each coordinate puts one point in each of 64 equal cells
+    for u in (a, b):
+        assert all(len(set((u[:, j] * 64).floor().long().tolist())) == 64 for j in range(3))
+    # the same seeds give the same bits, drawn in one piece or two; another scrambling differs
+    c = CubeSource(3, 5, True, replicate=1, scramble_seed=9)
+    assert torch.equal(torch.cat([c.draw(20), c.draw(44)]), a)
+    other = _grid(CubeSource(3, 6, True, replicate=1, scramble_seed=10).draw(64)) ^ _grid(a)
+    assert not (other == other[0]).all()
+
+
+def test_kept_scramblings_are_uniform_over_shifts():
+    from gammalimit.blocks import CubeSource
+
+    # the first point over 4000 step seeds: uniform in each coordinate (Kolmogorov-Smirnov)
+    from scipy.stats import kstest
+
+    first = torch.stack([CubeSource(2, s, True, scramble_seed=3).draw(4)[0] for s in range(4000)])
+    assert min(kstest(first[:, j].numpy(), "uniform").pvalue for j in range(2)) > 1e-3
+
+
+def test_pairs_with_a_kept_scrambling():
+    S = Sphere()
+    kw = dict(qmc=True, qmc_replicates=2, antithetic=True, scramble_seed=4)
+    p, q = sample_pairs(S, 256, 0.1, seed=1, **kw), sample_pairs(S, 256, 0.1, seed=2, **kw)
+    assert torch.equal(p.x, sample_pairs(S, 256, 0.1, seed=1, **kw).x) and not torch.equal(p.x, q.x)
+    assert torch.bincount(p.replicate).tolist() == [128, 128]
+    assert abs(float((p.x[:, 2] ** 2).mean()) - 1 / 3) < 0.02
+    with pytest.raises(ValueError, match="scramble_seed.*needs qmc=True"):
+        sample_pairs(S, 256, 0.1, scramble_seed=4)
+    with pytest.raises(ValueError, match="scramble_seed"):
+        sample_pairs(S, 256, 0.1, qmc=True, qmc_replicates=2, scramble_seed=-1)
+
+
+def test_stacked_points_are_a_view_when_drawn_into_one_buffer():
+    from gammalimit import RotatingEllipse
+
+    for M, view in ((RotatingEllipse(n_pixels=16), True), (Sphere(), False)):
+        p = sample_pairs(M, 64, 0.01, antithetic=True, qmc=True, qmc_replicates=2, seed=0)
+        s = p.stacked()
+        assert torch.equal(s, torch.cat([p.x, p.y, p.midpoint]))
+        assert (s.data_ptr() == p.x.data_ptr()) is view
+    # a batch taken apart (rows of a share) is copied, not viewed past its end
+    p = sample_pairs(RotatingEllipse(n_pixels=16), 64, 0.01, qmc=True, qmc_replicates=2, seed=0)
+    rows = slice(0, None, 2)
+    half = type(p)(p.x[rows], p.y[rows], p.midpoint[rows], p.dist[rows], p.v[rows], p.r[rows], p.delta)
+    assert torch.equal(half.stacked(), torch.cat([half.x, half.y, half.midpoint]))
+
+
+@pytest.mark.parametrize("qmc", [False, True])
+def test_pairs_without_tangents_are_the_same_pairs(qmc):
+    from gammalimit import RotatingEllipse, TranslatingBlob
+
+    for M, delta in ((RotatingEllipse(n_pixels=16), 0.01), (TranslatingBlob(n_pixels=16), 0.02), (Sphere(), 0.1),
+                     (SwissRoll(height=2.0), 0.5)):
+        kw = dict(antithetic=True, qmc=qmc, qmc_replicates=2, seed=3)
+        full, bare = sample_pairs(M, 64, delta, **kw), sample_pairs(M, 64, delta, tangents=False, **kw)
+        assert full.v is not None and bare.v is None
+        for name in ("x", "y", "midpoint", "dist", "r", "replicate"):
+            assert torch.equal(getattr(full, name), getattr(bare, name)), (M, name)
