@@ -186,7 +186,7 @@ def pair_terms(phi, pairs: PairSample, penalty="squared") -> Terms:
     """
     pen = get_penalty(penalty)
     k = len(pairs)
-    out = _call_encoder(phi, torch.cat([pairs.x, pairs.y, pairs.midpoint]))
+    out = _call_encoder(phi, pairs.stacked())
     phi_x, phi_y, phi_mid = out[:k], out[k : 2 * k], out[2 * k :]
     terms = Terms(pen, pen.pair_values(phi_x - phi_y, phi_x + phi_y - 2 * phi_mid, pairs.dist, pairs.delta))
     # a non-finite output makes its pair's penalties non-finite: check k numbers, not 3 k l

@@ -10,7 +10,7 @@ from gammalimit import Sphere, sample_pairs
 from gammalimit.autoencoder import DecoderConfig, _points, build_decoder, train_plain_autoencoder
 from gammalimit.neural_peers import (PEERS, gamma_regulariser, log_det_variance, make_regulariser, mixup_codes,
                                      pullback_metric, relaxed_distortion, train_neural_peer)
-from gammalimit.train import TrainConfig, build_encoder, step_seed
+from gammalimit.train import TrainConfig, build_encoder, step_sampling, step_seed
 
 DT = torch.float64
 
@@ -110,8 +110,7 @@ def test_joint_gamma_loss_is_reconstruction_plus_weight_times_L_delta():
     encoder = build_encoder(ENC, M)
     decoder = build_decoder(encoder, M, DEC)
     x = _points(M, DEC.batch_size, step_seed(DEC.seed, 0)).float()
-    pairs = sample_pairs(M, ENC.batch_size, ENC.delta, strategy=ENC.strategy, antithetic=ENC.antithetic,
-                         qmc=ENC.qmc, qmc_replicates=2, seed=step_seed(ENC.seed, 0))
+    pairs = sample_pairs(M, ENC.batch_size, ENC.delta, **step_sampling(ENC, 0))
     with torch.no_grad():
         rec = float(((decoder(encoder(x)) - x) ** 2).sum(-1).mean())
         reg = float(gamma_regulariser(encoder, pairs, ENC.lam, ENC.penalty))

@@ -16,7 +16,8 @@ from gammalimit.manifolds import MANIFOLDS, default_delta, make_manifold, manifo
 from gammalimit.penalties import PENALTIES, Bending, Penalty, RatioDistortion
 from gammalimit.manifolds.point_cloud import PairPool
 from gammalimit.train import (ConvEncoder, MLPEncoder, TrainConfig, Trainer, TrainingDiverged, build_encoder,
-                              evaluate, float64_copy, metric_fields, pca_projection, pool_seed, step_seed, train)
+                              evaluate, float64_copy, metric_fields, pca_projection, pool_seed, step_sampling, step_seed,
+                              train)
 from gammalimit.train.data import forget_clouds
 from gammalimit.train.stopping import check_loss
 
@@ -88,8 +89,7 @@ def test_step_seeds_differ():
 def _first_batch_mean(config, term):
     """The float32 batch mean of ``term`` at the initial weights on step 1's pairs (the trainer's first row)."""
     c = config
-    pairs = sample_pairs(c.make_manifold(), c.batch_size, c.delta, strategy=c.strategy, antithetic=c.antithetic,
-                         qmc=c.qmc, qmc_replicates=2, seed=step_seed(c.seed, 0))
+    pairs = sample_pairs(c.make_manifold(), c.batch_size, c.delta, **step_sampling(c, 0))
     with torch.no_grad():
         return float(pair_terms(build_encoder(c, c.make_manifold()), pairs, c.penalty)[term].mean())
 
@@ -413,7 +413,7 @@ def test_the_batches_come_from_the_pool(sphere_npy):
     assert isinstance(pool, PairPool) and len(pool) == 256 and trainer.pair_source() is pool
     ref = config.make_manifold().pair_pool(config.delta, 256, seed=pool_seed(config.seed))
     assert torch.equal(pool.pairs.midpoint, ref.midpoint)
-    batch = sample_pairs(pool, 16, config.delta, strategy="ball", qmc=True, qmc_replicates=2, seed=step_seed(1, 0))
+    batch = sample_pairs(pool, 16, config.delta, **step_sampling(config, 0))
     assert all(bool((pool.pairs.x == x).all(-1).any()) for x in batch.x)
 
 

@@ -127,7 +127,8 @@ class ImageManifold:
     def _frame(self, t: torch.Tensor) -> torch.Tensor:
         return self.jacobian(t) / math.sqrt(self.metric_scale)
 
-    def pairs_in_chart(self, u: torch.Tensor, c: torch.Tensor, r: torch.Tensor, delta: float, antithetic: bool):
+    def pairs_in_chart(self, u: torch.Tensor, c: torch.Tensor, r: torch.Tensor, delta: float, antithetic: bool,
+                       tangents: bool = True):
         """Pairs drawn in chart coordinates: the sampler knows the parameters it renders.
 
         ``u`` ``shape=[k, m]`` uniform in the unit cube (the point), ``c``
@@ -138,7 +139,8 @@ class ImageManifold:
         parameters directly, and the box test reads them: no inverse chart
         (:meth:`params_of`, a Gauss-Newton solve per point) as
         :meth:`exp` and :meth:`contains` need for ambient points. The pairs
-        equal those of the generic route to round-off.
+        equal those of the generic route to round-off. Without ``tangents``,
+        ``v`` is ``None`` and only ``x`` is rendered at the first points.
 
         Returns
         -------
@@ -161,22 +163,38 @@ class ImageManifold:
                 inside = inside[:h] & inside[h:]
         shape = (-1,) if self.dim == 1 else (-1, self.dim)
         t0, ends = self._wrap(t0).reshape(shape), self._wrap(torch.cat([end, mid])).reshape(shape)
+        # x, y and the midpoint in one buffer: the loss stacks them (PairSample.stacked, no copy)
+        n, k = end.shape[0], t0.shape[0]
+        points, v = torch.empty(3 * n, self.ambient_dim, dtype=DTYPE), None
         # an antithetic couple shares x and its frame: render them once, and v(-c) = -v(c)
-        x, frame = self._render_and_frame(t0)
-        c0 = c[: t0.shape[0]]
-        v = frame[:, :, 0] * c0 if self.dim == 1 else torch.einsum("knm,km->kn", frame, c0)
+        if tangents:
+            v = torch.empty(n, self.ambient_dim, dtype=DTYPE)
+            self._render_and_velocity(t0, c[:k], points[:k], v[:k])
+        else:
+            self._render_samples(t0, points[:k])
         if antithetic:
-            x, v = torch.cat([x, x]), torch.cat([v, -v])
-        y, mid = self._render_samples(ends).split(end.shape[0])  # y and the midpoint in one evaluation
-        return (x, y, mid, delta * r, v, r), inside
+            points[k:n] = points[:k]
+            if tangents:
+                torch.neg(v[:k], out=v[k:])
+        self._render_samples(ends, points[n:])  # y and the midpoint in one evaluation
+        return (points[:n], points[n : 2 * n], points[2 * n :], delta * r, v, r), inside
 
     def _render_and_frame(self, t: torch.Tensor):
         """``render(t)`` and ``_frame(t)``; a family that gets both from one evaluation overrides it."""
         return self.render(t), self._frame(t)
 
-    def _render_samples(self, t: torch.Tensor) -> torch.Tensor:
-        """``render(t)`` for the sampler (no autodiff needed: a family may render in place)."""
-        return self.render(t)
+    def _render_and_velocity(self, t: torch.Tensor, c: torch.Tensor, x_out: torch.Tensor, v_out: torch.Tensor):
+        """Images ``render(t)`` in ``x_out`` and ``v = frame(t) c`` (``c`` ``shape=[k, m]``, components in
+        the ``g``-orthonormal frame) in ``v_out``, each ``shape=[k, N^2]``; for the sampler."""
+        x, frame = self._render_and_frame(t)
+        x_out.copy_(x)
+        v_out.copy_(frame[:, :, 0] * c if self.dim == 1 else torch.einsum("knm,km->kn", frame, c))
+
+    def _render_samples(self, t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``render(t)`` for the sampler (no autodiff needed: a family may render in place), in ``out``
+        ``shape=[k, N^2]`` when given."""
+        x = self.render(t)
+        return x if out is None else out.copy_(x)
 
     def pixels(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel values ``u(p_ij)`` of ambient points, ``shape=[k, N, N]``."""

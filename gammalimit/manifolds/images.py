@@ -422,41 +422,64 @@ class RotatingEllipse(ImageManifold):
         dA = torch.stack([2 * c * s * (a2 - a1), (c * c - s * s) * (a1 - a2), 2 * c * s * (a1 - a2)], -1)
         return A, dA
 
-    def _exponent(self, A: torch.Tensor) -> torch.Tensor:
+    def _exponent(self, A: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``-d^T A d / 2`` on the first ``ceil(N^2/2)`` pixels, ``shape=[k, ceil(N^2/2)]``, from the
-        entries ``A`` ``shape=[k, 3]`` (every route renders through it: the same bits)."""
-        return A @ self._quad_half
+        entries ``A`` ``shape=[k, 3]`` (every route renders through it: the same bits); in the first
+        columns of ``out`` when given (not for autodiff)."""
+        if out is None:
+            return A @ self._quad_half
+        return torch.mm(A, self._quad_half, out=out[:, : self._half])
 
     def render(self, theta: torch.Tensor) -> torch.Tensor:
         """Images at angles ``theta`` ``shape=[k]``, ``shape=[k, N^2]``:
         ``h exp(-d^T A d / 2)``; differentiable by ``torch.func``."""
         return self._mirrored(self.h * torch.exp(self._exponent(self._precision(_parameters(theta))[0])))
 
-    def _mirrored(self, half: torch.Tensor) -> torch.Tensor:
+    def _mirrored(self, half: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Whole images from their first ``ceil(N^2/2)`` pixels: ``u(c + d) = u(c - d)``, and pixel
-        ``N^2 - 1 - k`` is pixel ``k`` reflected through the centre (the same exponent, the same bits)."""
-        n = self._quad.shape[1]
-        return torch.cat([half, half[:, : n - self._half].flip(-1)], dim=1)
+        ``N^2 - 1 - k`` is pixel ``k`` reflected through the centre (the same exponent, the same bits).
+        With ``out`` ``shape=[k, N^2]`` (not for autodiff): written there (``half`` may be its first
+        columns)."""
+        n, h = self._quad.shape[1], self._half
+        if out is None:
+            return torch.cat([half, half[:, : n - h].flip(-1)], dim=1)
+        if half.data_ptr() != out.data_ptr():
+            out[:, :h] = half
+        o = out.numpy()  # a reversed view: no flipped copy in between (torch has no negative strides)
+        o[:, h:] = o[:, n - h - 1 :: -1]
+        return out
 
-    def _render_and_derivative(self, theta):
-        """Images and ``d/dtheta``, each ``shape=[k, N^2]`` (in place: not for autodiff); the
-        exponentials of half the pixels, mirrored."""
+    def _half_images(self, A: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        """``h exp(-d^T A d / 2)`` on the first half of the pixels, in place, in ``out[:, :ceil(N^2/2)]``
+        when given."""
+        e = self._exponent(A, out)
+        return torch.exp(e, out=e).mul_(self.h)
+
+    def _render_and_derivative(self, theta, out=None, d_out=None):
+        """Images and ``d/dtheta``, each ``shape=[k, N^2]`` (in place: not for autodiff), written in
+        ``out`` and ``d_out`` when given; the exponentials of half the pixels, mirrored."""
         A, dA = self._precision(theta)
-        x = torch.exp(self._exponent(A)).mul_(self.h)
-        return self._mirrored(x), self._mirrored(self._exponent(dA).mul_(x))
+        x = self._half_images(A, out)
+        return self._mirrored(x, out), self._mirrored(self._exponent(dA, d_out).mul_(x), d_out)
 
     def jacobian(self, theta: torch.Tensor) -> torch.Tensor:
         """``d render / d theta`` (pixel-weighted), ``shape=[k, N^2, 1]``."""
         return self._render_and_derivative(theta)[1][:, :, None]
 
-    def _render_samples(self, theta: torch.Tensor) -> torch.Tensor:
-        """:meth:`render` computed in place (the same bits; not for autodiff)."""
-        return self._mirrored(torch.exp(self._exponent(self._precision(theta)[0])).mul_(self.h))
+    def _render_samples(self, theta: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`render` computed in place (the same bits; not for autodiff), in ``out`` if given."""
+        return self._mirrored(self._half_images(self._precision(theta)[0], out), out)
 
     def _render_and_frame(self, theta: torch.Tensor):
         """Images and the tangent frame from one exponential (the sampler needs both)."""
         x, dx = self._render_and_derivative(theta)
         return x, dx[:, :, None] / math.sqrt(self.metric_scale)
+
+    def _render_and_velocity(self, theta, c, x_out, v_out):
+        """:meth:`_render_and_frame` with ``v = frame c``, written in ``x_out`` and ``v_out`` (the same
+        bits: ``v = (dx / sqrt(g)) c``)."""
+        self._render_and_derivative(theta, x_out, v_out)
+        v_out.div_(math.sqrt(self.metric_scale)).mul_(c)
 
     def angles(self, x: torch.Tensor) -> torch.Tensor:
         """Angles in ``[0, pi)`` of images ``shape=[k, N^2]``, ``shape=[k]``:

@@ -199,10 +199,10 @@ class Sprite(ImageManifold):
         g2 = a.mul_(-0.5 / s2**2).add_(b, alpha=-0.5 / s1**2).exp_()
         return q1, q2, g1, g2, f
 
-    def _render_samples(self, u: torch.Tensor) -> torch.Tensor:
-        """``render(u)`` for the sampler, in place (no autodiff), ``shape=[k, N^2]``."""
+    def _render_samples(self, u: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``render(u)`` for the sampler, in place (no autodiff), ``shape=[k, N^2]``; in ``out`` if given."""
         _, _, g1, g2, _ = self._local_in_place(u)
-        return g1.add_(g2).mul_(self.h)
+        return g1.add_(g2).mul_(self.h) if out is None else torch.add(g1, g2, out=out).mul_(self.h)
 
     def point_from_cube(self, u):
         """Uniform in the chart box (``g`` is constant), rendered without autodiff."""
