@@ -39,7 +39,7 @@ from torch.func import jacfwd, vmap
 from .autoencoder import DecoderConfig, ReconstructionResult, _train_reconstruction, build_decoder
 from .loss import pair_terms
 from .sampling import sample_pairs
-from .train import TrainConfig, build_encoder, step_seed
+from .train import TrainConfig, build_encoder, step_sampling, step_seed
 from .validation import check_count, check_positive, check_real
 
 __all__ = ["PEERS", "DEFAULT_WEIGHTS", "pullback_metric", "log_det_variance", "relaxed_distortion",
@@ -167,8 +167,7 @@ def make_regulariser(kind: str, encoder_config: TrainConfig, manifold, seed: int
         c = encoder_config
 
         def gamma(encoder, decoder, x, codes, step):
-            pairs = sample_pairs(manifold, c.batch_size, c.delta, strategy=c.strategy, antithetic=c.antithetic,
-                                 qmc=c.qmc, qmc_replicates=2, seed=step_seed(c.seed, step))
+            pairs = sample_pairs(manifold, c.batch_size, c.delta, **step_sampling(c, step))
             return gamma_regulariser(encoder, pairs, c.lam, c.penalty)
         return gamma
     raise ValueError(f"unknown neural peer {kind!r}; allowed: {list(PEERS)}")

@@ -36,7 +36,7 @@ from .checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, CONFIG, METRIC_FIELDS, M
 from .config import ENCODERS, INITS, LIMIT_METHODS, TrainConfig, check_schedule, image_manifolds, make_manifold
 from .data import CLOUD_OPTIONS, load_cloud, load_samples
 from .evaluation import FLOAT32_PAIRS, evaluate, limit_estimate
-from .loop import Trainer, TrainResult, WarmupCosine, pool_seed, step_seed, train
+from .loop import Trainer, TrainResult, WarmupCosine, pool_seed, step_sampling, step_seed, train
 from .networks import (TRAIN_DTYPE, ConvEncoder, MLPEncoder, build_encoder, float64_copy, input_normalisation,
                        mlp_layers, parameter_groups, pca_projection)
 from .stopping import TrainingDiverged
@@ -46,7 +46,7 @@ __all__ = [
     "image_manifolds", "CLOUD_OPTIONS", "load_cloud", "load_samples",
     "TRAIN_DTYPE", "MLPEncoder", "ConvEncoder", "input_normalisation", "mlp_layers", "pca_projection",
     "build_encoder", "parameter_groups", "float64_copy",
-    "Trainer", "train", "TrainResult", "TrainingDiverged", "WarmupCosine", "step_seed", "pool_seed",
+    "Trainer", "train", "TrainResult", "TrainingDiverged", "WarmupCosine", "step_seed", "step_sampling", "pool_seed",
     "CHECKPOINT", "CHECKPOINT_FORMAT", "CONFIG", "METRICS", "PROBES", "RESULT", "METRIC_FIELDS", "metric_fields",
     "load_config",
     "FLOAT32_PAIRS", "evaluate", "limit_estimate",

@@ -1,7 +1,10 @@
 """The training loop: AdamW with warm-up and cosine decay on ``L_delta``, checkpoints, resume.
 
 Step ``s`` draws its pairs with a seed derived from ``(seed, s)``
-(:func:`step_seed`), so a run is a function of its config; resuming from a
+(:func:`step_seed`); with ``qmc``, the run's two Sobol sequences are scrambled
+once, by ``seed``, and every step shifts them digitally by its step seed
+(``scramble_seed`` of :func:`~gammalimit.sampling.sample_pairs`). A run is thus
+a function of its config; resuming from a
 checkpoint gives, on the same machine, the same weights bit for bit as a run
 that was never interrupted. A run on samples (``config.data``) draws its pairs
 from a pool of cloud pairs (:meth:`gammalimit.PointCloud.pair_pool`, seeded by
@@ -80,6 +83,16 @@ def step_seed(seed: int, step: int) -> int:
     """Seed of the training pairs of step ``step`` of a run with seed ``seed``."""
     state = np.random.SeedSequence([int(seed), int(step), 0x7A1]).generate_state(2, dtype=np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+def step_sampling(config, step: int) -> dict:
+    """The keyword arguments of :func:`~gammalimit.sampling.sample_pairs` (besides the source, ``n`` and
+    ``delta``) that draw step ``step``'s batch of a run with ``config``: two QMC replicates (with
+    ``qmc``) scrambled once by the run's seed and shifted by the step's (:func:`step_seed`), and no
+    tangents (the loss does not need them)."""
+    c = config
+    return dict(strategy=c.strategy, antithetic=c.antithetic, qmc=c.qmc, qmc_replicates=2,
+                seed=step_seed(c.seed, step), scramble_seed=c.seed if c.qmc else None, tangents=False)
 
 
 def pool_seed(seed: int) -> int:
@@ -335,8 +348,7 @@ class Trainer:
         takes rows ``r::K`` (``batch_size`` must then be a multiple of K, checked at the start).
         """
         c = self.config
-        kw = dict(strategy=c.strategy, antithetic=c.antithetic, qmc=c.qmc, qmc_replicates=2,
-                  seed=step_seed(c.seed, step))
+        kw = step_sampling(c, step)
         k = distributed.world_size()
         if k > 1 and c.qmc and 2 % k == 0:
             return PairSample.concat([b for _, b in iter_blocks(source, c.batch_size, c.delta, owns=distributed.owns,
@@ -345,7 +357,7 @@ class Trainer:
         if k == 1:
             return pairs
         rows = slice(distributed.rank(), None, k)
-        return PairSample(pairs.x[rows], pairs.y[rows], pairs.midpoint[rows], pairs.dist[rows], pairs.v[rows],
+        return PairSample(pairs.x[rows], pairs.y[rows], pairs.midpoint[rows], pairs.dist[rows], None,
                           pairs.r[rows], pairs.delta, False, pairs.replicate[rows], pairs.n_rejected)
 
     def _check_shares(self) -> None:
