@@ -209,8 +209,10 @@ class TrainConfig:
         Training pairs come in antithetic couples (``v`` and ``-v``); default
         true, and false (the only choice) with ``data``.
     qmc : bool
-        Each batch is two scrambled Sobol sequences (a fresh scrambling every
-        step) instead of pseudo-random points. The points of a batch then
+        Each batch is two scrambled Sobol sequences instead of pseudo-random
+        points: the run's two sequences, scrambled once by ``seed``, with a
+        fresh random digital shift every step (each batch an unbiased,
+        balanced randomised QMC sample). The points of a batch then
         cover ``M`` evenly, so the batch loss has no low-frequency sampling
         noise; with plain Monte Carlo that noise pushes the codes along
         directions where the loss is nearly flat (the roundness of a learned
