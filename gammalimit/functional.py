@@ -194,7 +194,10 @@ def continuum_loss(phi, manifold, *, lam: float, penalty="squared", strategy="sh
     Starting from ``nodes`` per coordinate (default 16), the node counts are
     doubled until two successive rules agree to ``rtol`` relative (or
     ``atol`` absolute, for integrals that vanish); the finer value is
-    returned, and their difference is the error estimate. Points are
+    returned, and their difference is the error estimate. The default start
+    is lowered (to a power of two) where the first refined rule would exceed
+    ``max_nodes`` (``m >= 4``: ``8^m`` and ``16^m`` nodes at the default cap),
+    so the cap holds from the first comparison on. Points are
     evaluated in chunks of :data:`~gammalimit.derivatives.CHUNK`, so memory
     stays bounded.
 
@@ -251,10 +254,10 @@ def continuum_loss(phi, manifold, *, lam: float, penalty="squared", strategy="sh
                         "samples alone do not determine the limit; use discrete_loss")
     m = chart.dim
     fixed = nodes is not None
-    counts = _node_counts(nodes, m)
     rtol = check_real(rtol, "rtol", minimum=0.0, strict=False)
     atol = check_real(atol, "atol", minimum=0.0, strict=False)
-    max_nodes = check_count(max_nodes, "max_nodes", minimum=2**m)
+    max_nodes = check_count(max_nodes, "max_nodes", minimum=4**m)
+    counts = _node_counts(nodes, m, max_nodes)
     check_choice(route, "route", ("jvp", "chart"))
     phi_fn = _float64_encoder(phi, manifold)
     coarse = _integrate(phi_fn, manifold, counts, check, pen, route)
@@ -318,9 +321,14 @@ def _float64_encoder(phi, manifold):
     return phi_fn
 
 
-def _node_counts(nodes, m):
+def _node_counts(nodes, m, max_nodes):
+    """Nodes per coordinate of the first rule: ``nodes``, or by default 16, halved while the rule
+    with twice as many nodes would exceed ``max_nodes`` (at least 2)."""
     if nodes is None:
-        return (16,) * m
+        start = 16
+        while start > 2 and (2 * start) ** m > max_nodes:
+            start //= 2
+        return (start,) * m
     if isinstance(nodes, (int, np.integer)) and not isinstance(nodes, bool):
         counts = (nodes,) * m
     elif isinstance(nodes, (tuple, list)):

@@ -155,7 +155,7 @@ BAD_INPUTS = [
     ("continuum_loss manifold='sphere'", lambda: continuum_loss(identity, "sphere", lam=1), TypeError, r"make_manifold\('sphere'\)"),
     ("continuum_loss on a point cloud", lambda: continuum_loss(identity, cloud(), lam=1), TypeError, r"needs a manifold with a chart"),
     ("continuum_loss rtol=-1", lambda: continuum_loss(identity, S, lam=1, rtol=-1), ValueError, r"^rtol must be finite and >= 0"),
-    ("continuum_loss max_nodes=0", lambda: continuum_loss(identity, S, lam=1, max_nodes=0), ValueError, r"^max_nodes must be an integer >= 4"),
+    ("continuum_loss max_nodes=0", lambda: continuum_loss(identity, S, lam=1, max_nodes=0), ValueError, r"^max_nodes must be an integer >= 16"),
     ("discrete_minus_limit seed=-1", lambda: discrete_minus_limit(identity, S, delta=0.1, lam=1, n=16, seed=-1), ValueError,
      r"^seed must be an integer >= 0"),
     ("discrete_minus_limit float32 function", lambda: discrete_minus_limit(lambda x: x.float(), S, delta=0.1, lam=1, n=16),

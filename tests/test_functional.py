@@ -3,6 +3,7 @@
 import copy
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -369,3 +370,17 @@ def test_cli_loss_also_reports_L(capsys):
     assert main(["loss", "--manifold", "ellipse", "--delta", "0.05", "--n", "2000", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert abs(out["total"] - out["L"]["total"]) < 4 * out["stderr"] + 0.05 * out["L"]["total"]
+
+
+def test_max_nodes_holds_from_the_first_comparison_on_a_4d_chart():
+    # a 4-D chart: the default start (16^4, then 32^4 nodes) would pass any sensible cap at once
+    from gammalimit.manifolds import Sprite
+
+    S = Sprite(n_pixels=32, sigmas=(0.08, 0.04), scales=(1.0, 1.4), shift=0.04)
+    W = torch.randn(S.ambient_dim, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tolerance is not met on 4^4 nodes: a warning says so
+        result = continuum_loss(lambda x: x @ W, S, lam=0.1, max_nodes=256)
+    assert result.nodes == (4, 4, 4, 4) and result.n_nodes <= 256
+    with pytest.raises(ValueError, match=r"max_nodes must be an integer >= 256"):
+        continuum_loss(lambda x: x @ W, S, lam=0.1, max_nodes=100)
