@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from gammalimit.cli import main
 from gammalimit import PairSample, PointCloud, discrete_loss, distributed, sample_pairs
 from gammalimit.manifolds import FlatTorus, Sphere, SwissRoll
-from gammalimit.train import TrainConfig, train
+from gammalimit.train import TrainConfig, Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 PROCESSES = 2
@@ -229,3 +229,42 @@ def test_batch_shares_must_be_equal():
         finally:
             distributed.world_size = real
     np.testing.assert_equal(distributed.gather_in_order([(2, "b"), (0, "a")]), ["a", "b"])
+
+
+# ---------------------------------------------------------------------------- the pair pool of a run on samples
+
+def _pool_config(out: Path) -> TrainConfig:
+    t = torch.linspace(0, 2 * torch.pi, 301, dtype=torch.float64)[:-1]
+    np.save(out / "circle.npy", torch.stack([torch.cos(t), torch.sin(t), 0.1 * torch.cos(3 * t)], -1).numpy())
+    return TrainConfig(data=str(out / "circle.npy"), dim=1, latent_dim=2, steps=2, batch_size=16, hidden=(8,),
+                       warmup=1, pool_pairs=1000, eval_pairs=64)
+
+
+def _pool(out: Path) -> dict:
+    from gammalimit import sampling
+
+    sampling.block_size = lambda manifold: 64  # 16 blocks of the 1000 pool pairs, shared out over the ranks
+    drawn, blocks = [], PointCloud.pool_blocks
+
+    def counted(self, *args, **kw):
+        for index, block in blocks(self, *args, **kw):
+            drawn.append(index)
+            yield index, block
+
+    PointCloud.pool_blocks = counted
+    trainer = Trainer(_pool_config(out), progress=False)
+    pool = trainer.pair_source().pairs
+    return {"fields": [pool.x, pool.y, pool.midpoint, pool.dist], "fit": trainer.pool["fit"], "drawn": drawn}
+
+
+def test_ddp_pool_is_drawn_in_shares_and_equals_one_process(tmp_path, monkeypatch):
+    ranks = _spawn("_pool", tmp_path / "ddp")
+    monkeypatch.setattr("gammalimit.sampling.block_size", lambda manifold: 64)
+    trainer = Trainer(_pool_config(tmp_path), progress=False)
+    pool = trainer.pair_source().pairs
+    assert len(pool) == 1000 and trainer.pool["fit"]
+    # each rank drew its own blocks (i % 2 = rank), and none twice
+    assert [got["drawn"] for got in ranks] == [list(range(0, 16, 2)), list(range(1, 16, 2))]
+    for got in ranks:
+        assert all(torch.equal(a, b) for a, b in zip(got["fields"], [pool.x, pool.y, pool.midpoint, pool.dist]))
+        assert got["fit"] == trainer.pool["fit"]  # the last block's fit, as in one process

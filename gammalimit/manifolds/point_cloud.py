@@ -241,17 +241,27 @@ class PointCloud:
         -------
         PairSample
         """
+        from ..sampling import PairSample
+
+        return PairSample.concat([b for _, b in self.pool_blocks(delta, n, strategy=strategy, seed=seed,
+                                                                 progress=progress)])
+
+    def pool_blocks(self, delta: float, n: int, *, strategy="ball", seed: int = 0, owns=None,
+                    progress: bool = False):
+        """The fixed-seed blocks of :meth:`pair_pool` as ``(index, PairSample)``, drawn one after another;
+        with ``owns(index) -> bool`` only those it picks (:func:`gammalimit.sampling.iter_blocks`), so that
+        K processes can each draw a share of the pool and gather the blocks in index order (the trainer
+        under ``torchrun``). :attr:`last_fit` describes the block just yielded.
+        """
         from tqdm import tqdm
 
-        from ..sampling import PairSample, iter_pairs
+        from ..sampling import iter_blocks
 
-        blocks = []
-        with tqdm(total=check_count(n, "n", 2), unit="pair", desc="pair pool", disable=not progress,
-                  leave=False) as bar:
-            for block in iter_pairs(self, n, delta, strategy=strategy, seed=seed):
-                blocks.append(block)
+        total = check_count(n, "n", 2) if owns is None else None  # a share's size is known once drawn
+        with tqdm(total=total, unit="pair", desc="pair pool", disable=not progress, leave=False) as bar:
+            for index, block in iter_blocks(self, n, delta, strategy=strategy, seed=seed, owns=owns):
                 bar.update(len(block))
-        return PairSample.concat(blocks)
+                yield index, block
 
     def digest(self) -> str:
         """SHA-256 of the samples (float64, row-major): names the data a run was trained on."""
