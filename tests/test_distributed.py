@@ -233,10 +233,9 @@ def test_batch_shares_must_be_equal():
 
 # ---------------------------------------------------------------------------- the pair pool of a run on samples
 
-def _pool_config(out: Path) -> TrainConfig:
-    t = torch.linspace(0, 2 * torch.pi, 301, dtype=torch.float64)[:-1]
-    np.save(out / "circle.npy", torch.stack([torch.cos(t), torch.sin(t), 0.1 * torch.cos(3 * t)], -1).numpy())
-    return TrainConfig(data=str(out / "circle.npy"), dim=1, latent_dim=2, steps=2, batch_size=16, hidden=(8,),
+def _pool_config(folder: Path) -> TrainConfig:
+    """A run on the samples in ``folder / "circle.npy"`` (written once, before any process reads them)."""
+    return TrainConfig(data=str(folder / "circle.npy"), dim=1, latent_dim=2, steps=2, batch_size=16, hidden=(8,),
                        warmup=1, pool_pairs=1000, eval_pairs=64)
 
 
@@ -252,12 +251,14 @@ def _pool(out: Path) -> dict:
             yield index, block
 
     PointCloud.pool_blocks = counted
-    trainer = Trainer(_pool_config(out), progress=False)
+    trainer = Trainer(_pool_config(out.parent), progress=False)
     pool = trainer.pair_source().pairs
     return {"fields": [pool.x, pool.y, pool.midpoint, pool.dist], "fit": trainer.pool["fit"], "drawn": drawn}
 
 
 def test_ddp_pool_is_drawn_in_shares_and_equals_one_process(tmp_path, monkeypatch):
+    t = torch.linspace(0, 2 * torch.pi, 301, dtype=torch.float64)[:-1]
+    np.save(tmp_path / "circle.npy", torch.stack([torch.cos(t), torch.sin(t), 0.1 * torch.cos(3 * t)], -1).numpy())
     ranks = _spawn("_pool", tmp_path / "ddp")
     monkeypatch.setattr("gammalimit.sampling.block_size", lambda manifold: 64)
     trainer = Trainer(_pool_config(tmp_path), progress=False)
