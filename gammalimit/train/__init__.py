@@ -22,6 +22,8 @@ One job per module:
   alone (``TrainConfig(data=..., dim=...)``) and their point cloud;
 - :mod:`~gammalimit.train.networks`: the encoders and their initialisation;
 - :mod:`~gammalimit.train.loop`: :class:`Trainer`, :func:`train`, the schedule;
+- :mod:`~gammalimit.train.batches`: where a run's pairs come from (the step and
+  pool seeds, a step's sampling arguments, each process's share under torchrun);
 - :mod:`~gammalimit.train.stopping`: how a run stops early (Ctrl-C, a
   diverging loss) and which checkpoint it keeps;
 - :mod:`~gammalimit.train.checkpoint`: the run folder (``config.json``,
@@ -36,7 +38,8 @@ from .checkpoint import (CHECKPOINT, CHECKPOINT_FORMAT, CONFIG, METRIC_FIELDS, M
 from .config import ENCODERS, INITS, LIMIT_METHODS, TrainConfig, check_schedule, image_manifolds, make_manifold
 from .data import CLOUD_OPTIONS, load_cloud, load_samples
 from .evaluation import FLOAT32_PAIRS, evaluate, limit_estimate
-from .loop import Trainer, TrainResult, WarmupCosine, pool_seed, step_sampling, step_seed, train
+from .batches import pool_seed, step_sampling, step_seed
+from .loop import Trainer, TrainResult, WarmupCosine, train
 from .networks import (TRAIN_DTYPE, ConvEncoder, MLPEncoder, build_encoder, float64_copy, input_normalisation,
                        mlp_layers, parameter_groups, pca_projection)
 from .stopping import TrainingDiverged

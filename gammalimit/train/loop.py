@@ -1,14 +1,14 @@
 """The training loop: AdamW with warm-up and cosine decay on ``L_delta``, checkpoints, resume.
 
 Step ``s`` draws its pairs with a seed derived from ``(seed, s)``
-(:func:`step_seed`); with ``qmc``, the run's two Sobol sequences are scrambled
+(:func:`~gammalimit.train.batches.step_seed`); with ``qmc``, the run's two Sobol sequences are scrambled
 once, by ``seed``, and every step shifts them digitally by its step seed
 (``scramble_seed`` of :func:`~gammalimit.sampling.sample_pairs`). A run is thus
 a function of its config; resuming from a
 checkpoint gives, on the same machine, the same weights bit for bit as a run
 that was never interrupted. A run on samples (``config.data``) draws its pairs
 from a pool of cloud pairs (:meth:`gammalimit.PointCloud.pair_pool`, seeded by
-:func:`pool_seed`), computed when the run starts and again, identically, when
+:func:`~gammalimit.train.batches.pool_seed`), computed when the run starts and again, identically, when
 it resumes: the pool is a function of the config and the data, which the
 checkpoint names by their digest. A non-finite or diverging loss stops training
 with :class:`~gammalimit.train.stopping.TrainingDiverged`; the last checkpoint
@@ -23,7 +23,7 @@ checkpoint is kept.
 Under ``torchrun`` (a ``torch.distributed`` group of K > 1 processes,
 :mod:`gammalimit.distributed`) the run is data parallel: each step's global
 batch is the single-process batch, each rank takes its share of its pairs
-(:meth:`Trainer.step_pairs`) and ``DistributedDataParallel`` averages the
+(:func:`~gammalimit.train.batches.step_pairs`) and ``DistributedDataParallel`` averages the
 gradients; rank 0 alone writes the run folder (and holds its lock), every
 rank loads the checkpoint on resume, and the final evaluation's estimates are
 shared out among the ranks, as are the blocks of a run on samples' pair pool
@@ -39,7 +39,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -47,9 +46,9 @@ from .. import distributed
 from ..fileio import FolderLock, writable_folder
 from ..loss import pair_terms
 from ..manifolds.point_cloud import PairPool
-from ..sampling import PairSample, iter_blocks, sample_pairs
 from ..validation import check_count
 from . import checkpoint as files
+from .batches import check_shares, draw_pool, pool_seed, step_pairs
 from .config import TrainConfig
 from .evaluation import evaluate
 from .data import given_pairs
@@ -78,28 +77,6 @@ class WarmupCosine:
         span = max(1, self.total - self.warmup)
         progress = min(1.0, (step - self.warmup) / span)
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def step_seed(seed: int, step: int) -> int:
-    """Seed of the training pairs of step ``step`` of a run with seed ``seed``."""
-    state = np.random.SeedSequence([int(seed), int(step), 0x7A1]).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1
-
-
-def step_sampling(config, step: int) -> dict:
-    """The keyword arguments of :func:`~gammalimit.sampling.sample_pairs` (besides the source, ``n`` and
-    ``delta``) that draw step ``step``'s batch of a run with ``config``: two QMC replicates (with
-    ``qmc``) scrambled once by the run's seed and shifted by the step's (:func:`step_seed`), and no
-    tangents (the loss does not need them)."""
-    c = config
-    return dict(strategy=c.strategy, antithetic=c.antithetic, qmc=c.qmc, qmc_replicates=2,
-                seed=step_seed(c.seed, step), scramble_seed=c.seed if c.qmc else None, tangents=False)
-
-
-def pool_seed(seed: int) -> int:
-    """Seed of the pair pool of a run on samples with seed ``seed`` (apart from every step's seed)."""
-    state = np.random.SeedSequence([int(seed), 0x9001]).generate_state(2, dtype=np.uint32)
-    return int(state[0]) << 31 | int(state[1]) >> 1
 
 
 def progress_bar(total: int, start: int, enabled: bool):
@@ -238,7 +215,7 @@ class Trainer:
             return PairPool(given, c.strategy)
         if self._pool_pairs is None:
             t0 = time.perf_counter()
-            pairs = self._draw_pool()
+            pairs = draw_pool(c, self.manifold, self.progress)
             self.pool = {"pairs": len(pairs), "seed": pool_seed(c.seed), "seconds": time.perf_counter() - t0}
             if self.manifold.midpoint_rule == "projection":
                 self.pool["fit"] = dict(self.manifold.last_fit)
@@ -330,19 +307,6 @@ class Trainer:
             if lock is not None:
                 lock.release()
 
-    def _draw_pool(self) -> PairSample:
-        """The pair pool of a run on samples, ``PointCloud.pair_pool`` bit for bit. Under K processes each
-        rank draws the pool's blocks ``i`` with ``i % K = rank`` and every rank gathers all of them in
-        block order (``torch.distributed``), so the pool takes about 1/K of the time; the cloud's
-        :attr:`~gammalimit.PointCloud.last_fit` becomes the last block's, as in one process."""
-        c, cloud = self.config, self.manifold
-        owns = distributed.owns if distributed.world_size() > 1 else None
-        blocks = cloud.pool_blocks(c.delta, c.pool_pairs, strategy=c.strategy, seed=pool_seed(c.seed), owns=owns,
-                                   progress=self.progress and distributed.is_main())
-        parts = distributed.gather_in_order([(i, (block, dict(cloud.last_fit))) for i, block in blocks])
-        cloud.last_fit = parts[-1][1]
-        return PairSample.concat([block for block, _ in parts])
-
     def _claim_folder(self) -> FolderLock:
         writable_folder(self.out, "run folder")
         return FolderLock(self.out, files.LOCK, "run folder")
@@ -350,37 +314,6 @@ class Trainer:
     def _writes(self) -> bool:
         """Whether this process writes the run folder (the only process, or rank 0)."""
         return self.out is not None and distributed.is_main()
-
-    def step_pairs(self, source, step: int) -> PairSample:
-        """This process's pairs of step ``step``: the whole batch of ``sample_pairs`` with the step's
-        seed, or under K processes its share, so that the shares make up exactly that batch.
-
-        With QMC and K dividing its 2 replicates, rank ``r`` draws only the replicates ``i`` with
-        ``i % K = r`` (independent Sobol sequences, :func:`gammalimit.sampling.iter_blocks`: the same
-        pairs, bit for bit, without drawing the others'); otherwise every rank draws the whole batch and
-        takes rows ``r::K`` (``batch_size`` must then be a multiple of K, checked at the start).
-        """
-        c = self.config
-        kw = step_sampling(c, step)
-        k = distributed.world_size()
-        if k > 1 and c.qmc and 2 % k == 0:
-            return PairSample.concat([b for _, b in iter_blocks(source, c.batch_size, c.delta, owns=distributed.owns,
-                                                                **kw)])
-        pairs = sample_pairs(source, c.batch_size, c.delta, **kw)
-        if k == 1:
-            return pairs
-        rows = slice(distributed.rank(), None, k)
-        return PairSample(pairs.x[rows], pairs.y[rows], pairs.midpoint[rows], pairs.dist[rows], None,
-                          pairs.r[rows], pairs.delta, False, pairs.replicate[rows], pairs.n_rejected)
-
-    def _check_shares(self) -> None:
-        """Equal shares of every step's batch (the mean of the ranks' means is then the batch mean)."""
-        c, k = self.config, distributed.world_size()
-        if k > 1 and not (c.qmc and 2 % k == 0):
-            n = c.batch_size + (c.batch_size % 2 if c.antithetic else 0)
-            if n % k:
-                raise ValueError(f"batch_size = {c.batch_size} must be a multiple of the {k} processes (each takes "
-                                 f"an equal share of every step's pairs); use batch_size = {k * -(-n // k)}")
 
     def _log(self, event: str, **fields) -> None:
         """A line of ``log.jsonl`` (only once the run has started writing its folder)."""
@@ -399,7 +332,7 @@ class Trainer:
                                  "that run, or choose another output folder")
             start, pairs_seen, seconds, history, probes = 0, 0, 0.0, [], []
             model, opt, sched, monitor = self._fresh_state()
-        self._check_shares()
+        check_shares(self.config)
         distributed.barrier()  # every rank has read the folder before rank 0 rewrites metrics.csv
         net = distributed.wrap(model, self.device)  # gradients averaged over the ranks
         share = distributed.world_size()
@@ -421,7 +354,7 @@ class Trainer:
         try:
             for step in range(start, c.steps):
                 t_step = time.perf_counter()
-                pairs = self.step_pairs(source, step)
+                pairs = step_pairs(c, source, step)
                 timing["seconds_sampling"] += time.perf_counter() - t_step
                 opt.zero_grad(set_to_none=True)
                 lr = opt.param_groups[0]["lr"]
