@@ -4,7 +4,8 @@ from .base import Chart, Manifold
 from .circle import Circle
 from .closed_curve import ClosedCurve
 from .point_cloud import PointCloud
-from .images import PeriodicBlob, RotatingEllipse, TranslatingBlob
+from .ellipse import RotatingEllipse
+from .images import PeriodicBlob, TranslatingBlob
 from .registry import MANIFOLDS, default_delta, make_manifold, manifold_parameters, register_manifold
 from .sphere import Sphere
 from .sprites import Sprite

@@ -10,7 +10,8 @@ import math
 
 from .circle import Circle
 from .closed_curve import ClosedCurve
-from .images import PeriodicBlob, RotatingEllipse, TranslatingBlob
+from .ellipse import RotatingEllipse
+from .images import PeriodicBlob, TranslatingBlob
 from .sphere import Sphere
 from .swiss_roll import SwissRoll
 from .torus import FlatTorus
