@@ -477,9 +477,10 @@ def sample_pairs(manifold, n: int, delta: float, *, strategy="shell", antithetic
         draw. Default: each draw scrambled afresh by ``seed``.
     tangents : bool, default True
         Return each pair's unit tangent ``v``; ``False`` returns ``v = None``,
-        and an image manifold, which draws in its chart, then does not render
-        it (its ``d render``): for a caller that needs only ``x``, ``y``, the
-        midpoint and ``d`` (the discrete loss, a trainer).
+        and an image manifold without boundary, which draws in its chart, then
+        does not render it (its ``d render``; elsewhere ``v`` is computed, as
+        the exponential map needs it, and dropped): for a caller that needs
+        only ``x``, ``y``, the midpoint and ``d`` (a trainer).
 
     Returns
     -------
