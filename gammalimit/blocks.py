@@ -52,6 +52,14 @@ def block_generator(seed: int, block: int) -> torch.Generator:
 _SOBOL_BITS = 30  # scipy's default: its points are integers times 2^-30
 
 
+def _sobol_points(engine, k: int) -> np.ndarray:
+    """The next ``k`` points of a scipy Sobol engine; its warning about a ``k`` that is not a power of
+    two is silenced, since the balance is checked once, on the total ``n``, by the caller."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return engine.random(k)
+
+
 class _SobolPrefix:
     """The points drawn so far of one scrambled Sobol sequence, as integers (times ``2^-30``)."""
 
@@ -64,9 +72,7 @@ class _SobolPrefix:
         """Points ``start`` to ``start + k - 1`` of the sequence, ``shape=[k, dim]``."""
         have = self._points.shape[0]
         if start + k > have:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # balance: checked once, on the total n
-                more = self._engine.random(max(start + k - have, have))
+            more = _sobol_points(self._engine, max(start + k - have, have))
             self._points = np.concatenate([self._points, np.rint(more * 2.0**_SOBOL_BITS).astype(np.int64)])
         return self._points[start : start + k]
 
@@ -104,10 +110,7 @@ class CubeSource:
                 u = (self._prefix.take(self._drawn, k) ^ self._shift) * 2.0**-_SOBOL_BITS
                 self._drawn += k
             else:
-                with warnings.catch_warnings():
-                    # balance is checked once, on the total n, by the caller
-                    warnings.simplefilter("ignore", UserWarning)
-                    u = self._sobol.random(k)
+                u = _sobol_points(self._sobol, k)
             # scipy's points lie on a 2^-30 grid, which biases integrals by ~1e-9
             # relative; a uniform shift inside each cell removes the bias (its
             # 64-bit mode converges erratically instead)
